@@ -1,0 +1,36 @@
+"""ament_python package setup for snapflow_ros (colcon and pip both use it)."""
+
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "snapflow_ros"
+HERE = Path(__file__).resolve().parent
+
+# The executables live in one table that imports nothing (snapflow_ros/_tools.py).
+_tools: dict = {}
+exec((HERE / PACKAGE / "_tools.py").read_text(), _tools)  # noqa: S102
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    python_requires=">=3.10",
+    zip_safe=False,
+    maintainer="snapflow_ros developers",
+    maintainer_email="snapflow-ros@users.noreply.github.com",
+    description="SnapFlow 1-NFE flow-matching robot policies (SmolVLA, pi0, pi0.5) for ROS 2.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [f"{name} = {target}" for name, target in _tools["TOOLS"].items()],
+    },
+)

@@ -1,0 +1,178 @@
+"""``python -m snapflow_ros bench``: per-stage latency of one action chunk, N-step vs 1-NFE.
+
+Stages per chunk: ``preprocess`` (normalise, tokenise, to device), ``prefix`` (images +
+language + state through the VLM into the KV cache), ``expert`` (one action-expert pass; N of
+them for N steps), ``postprocess`` (unnormalise, to CPU); ``e2e`` is their sum. Step counts are
+measured interleaved (round-robin over repetitions), so their ratios come from one run on the
+same machine state. Absolute CPU times depend on the machine; the ratios are what to compare.
+
+    python -m snapflow_ros bench --policy smolvla-tiny --num-steps 10 1 --json
+    python -m snapflow_ros bench --policy smolvla-full --num-steps 10 1 --reps 3
+    python -m snapflow_ros bench --policy path/to/snapflow_checkpoint --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from typing import Any
+
+import torch
+
+from snapflow_ros.policies.device import resolve_device, resolve_dtype
+from snapflow_ros.policies.factory import BUILTIN_POLICIES, make_any
+from snapflow_ros.policies.tiny import random_observation
+from snapflow_ros.runtime.timing import StageTimer, percentiles
+
+log = logging.getLogger("snapflow_ros.bench")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snapflow_ros bench", description=__doc__.split("\n")[0])
+    p.add_argument("--policy", default="smolvla-tiny",
+                   help=f"built-in ({', '.join(BUILTIN_POLICIES)}), checkpoint dir or hub id")
+    p.add_argument("--num-steps", type=int, nargs="+", default=[10, 1],
+                   help="step counts to compare (default: 10 1)")
+    p.add_argument("--sampler", choices=["snap", "euler"], default=None,
+                   help="default: the checkpoint's (snap for SnapFlow, euler for teachers)")
+    p.add_argument("--reps", type=int, default=None,
+                   help="timed chunks per step count (default: 20; 3 for smolvla-full)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed chunks per step count first")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def _one_chunk(loaded: Any, obs: dict[str, Any], num_steps: int, sampler: str | None,
+               noise: torch.Tensor, timer: StageTimer) -> None:
+    policy = loaded.policy
+    with timer.stage("preprocess"):
+        batch = loaded.preprocessor(dict(obs)) if loaded.preprocessor else obs
+    actions = policy.predict_action_chunk(
+        batch, noise=noise, num_steps=num_steps, sampler=sampler, timer=timer
+    )
+    with timer.stage("postprocess"):
+        if loaded.postprocessor:
+            actions = loaded.postprocessor(actions)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure and return the report (see module docstring)."""
+    if any(n < 1 for n in args.num_steps):
+        raise SystemExit(f"--num-steps must be >= 1, got {args.num_steps}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    reps = args.reps or (3 if args.policy == "smolvla-full" else 20)
+    torch.manual_seed(args.seed)
+
+    t0 = time.perf_counter()
+    loaded = make_any(args.policy, device=device)
+    policy = loaded.policy.to_runtime(device, dtype)
+    build_s = time.perf_counter() - t0
+    log.info("built %s in %.1f s on %s/%s", args.policy, build_s, device, dtype)
+
+    gen = torch.Generator().manual_seed(args.seed)
+    obs = random_observation(policy.config, generator=gen)
+    if args.batch_size > 1:
+        obs = {k: (v.unsqueeze(0).expand(args.batch_size, *v.shape).clone()
+                   if torch.is_tensor(v) else [v] * args.batch_size) for k, v in obs.items()}
+    noise = policy.noise_like(args.batch_size, gen)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+
+    timers = {n: StageTimer(sync=sync) for n in args.num_steps}
+    e2e: dict[int, list[float]] = {n: [] for n in args.num_steps}
+    for n in args.num_steps:
+        for _ in range(args.warmup):
+            _one_chunk(loaded, obs, n, args.sampler, noise, StageTimer(sync=sync))
+    for _ in range(reps):
+        for n in args.num_steps:  # interleaved: the step counts share the machine's state
+            timer = StageTimer(sync=sync)
+            _one_chunk(loaded, obs, n, args.sampler, noise, timer)
+            for stage, values in timer.durations.items():
+                timers[n].durations[stage].extend(values)
+            e2e[n].append(sum(sum(v) for v in timer.durations.values()))
+
+    def ms(values: list[float]) -> dict[str, float]:
+        return {k: round(v * 1e3, 4) for k, v in percentiles(values).items()}
+
+    results = []
+    for n in args.num_steps:
+        d = timers[n].durations
+        row: dict[str, Any] = {"num_steps": n, "expert_passes_per_chunk": len(d["expert"]) // reps}
+        for stage, values in (("e2e", e2e[n]), ("preprocess", d["preprocess"]),
+                              ("prefix", d["prefix"]), ("expert", d["expert"]),
+                              ("postprocess", d["postprocess"])):
+            for key, value in ms(values).items():
+                row[f"{stage}_ms_{key}"] = value
+        results.append(row)
+    base = next((r for r in results if r["num_steps"] == 1), None)
+    if base:
+        for row in results:
+            row["e2e_p50_vs_1_step"] = round(row["e2e_ms_p50"] / base["e2e_ms_p50"], 3)
+
+    cfg = policy.config
+    return {
+        "model": args.policy,
+        "policy_type": policy.policy_type,
+        "snapflow_checkpoint": loaded.is_snapflow,
+        "sampler": args.sampler or policy.sampler,
+        "params": sum(p.numel() for p in policy.parameters()),
+        "phi_params": sum(p.numel() for p in policy.phi.parameters()),
+        "device": device,
+        "device_name": (torch.cuda.get_device_name(torch.device(device))
+                        if sync else platform.processor() or platform.machine()),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "cameras": len(policy.image_keys),
+        "image_shape": list(cfg.image_features[policy.image_keys[0]].shape),
+        "resize_to": list(cfg.resize_imgs_with_padding or []),
+        "chunk_size": cfg.chunk_size,
+        "action_dim": policy.action_dim,
+        "reps": reps,
+        "warmup": args.warmup,
+        "build_s": round(build_s, 2),
+        "results": results,
+    }
+
+
+def _table(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['model']} ({report['params'] / 1e6:.2f} M params) on {report['device']} "
+        f"{report['dtype']}, {report['cameras']} cameras, chunk {report['chunk_size']}, "
+        f"{report['reps']} reps",
+        f"{'steps':>5} {'e2e p50':>10} {'e2e p99':>10} {'prefix':>9} {'expert/pass':>12} "
+        f"{'pre':>7} {'post':>7} {'vs 1-step':>9}",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"{r['num_steps']:>5} {r['e2e_ms_p50']:>8.2f}ms {r['e2e_ms_p99']:>8.2f}ms "
+            f"{r['prefix_ms_p50']:>7.2f}ms {r['expert_ms_p50']:>10.3f}ms "
+            f"{r['preprocess_ms_p50']:>5.2f}ms {r['postprocess_ms_p50']:>5.2f}ms "
+            f"{r.get('e2e_p50_vs_1_step', float('nan')):>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr,
+                        force=True)
+    report = run(args)
+    print(json.dumps(report, indent=2) if args.json else _table(report))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""One entry point for every policy a tool can name: a built-in random-weight model or a
+checkpoint (SnapFlow or plain LeRobot teacher, local directory or hub id)."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from snapflow_ros.policies.checkpoint import LoadedPolicy, load_policy
+from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
+from snapflow_ros.policies.tiny import make_smolvla
+
+#: Built-in random-weight teachers (offline): name -> tiny.py shape.
+BUILTIN_POLICIES = {"smolvla-tiny": "tiny", "smolvla-full": "full"}
+
+
+def make_builtin(name: str, *, device: str = "cpu", seed: int = 0) -> LoadedPolicy:
+    """A built-in random-weight SmolVLA teacher wrapped for SnapFlow (10-step Euler default)."""
+    if name not in BUILTIN_POLICIES:
+        close = difflib.get_close_matches(name, BUILTIN_POLICIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown built-in policy {name!r} (built-ins: {', '.join(BUILTIN_POLICIES)}){hint}"
+        )
+    lerobot_policy, pre, post = make_smolvla(BUILTIN_POLICIES[name], seed=seed, device=device)
+    steps = int(lerobot_policy.config.num_steps)
+    policy = SnapFlowSmolVLA(
+        lerobot_policy,
+        default_num_steps=steps,
+        sampler="euler",
+        teacher={"source": name, "num_steps": steps, "seed": seed},
+    )
+    policy.to(device).eval()
+    return LoadedPolicy(policy, pre, post, path=None, is_snapflow=False)
+
+
+def make_any(
+    name_or_path: str | Path, *, device: str = "cpu", num_steps: int | None = None
+) -> LoadedPolicy:
+    """A built-in name (``smolvla-tiny``, ``smolvla-full``), a checkpoint directory or a hub id."""
+    if str(name_or_path) in BUILTIN_POLICIES:
+        loaded = make_builtin(str(name_or_path), device=device)
+        if num_steps is not None:
+            loaded.policy.set_sampling(num_steps, loaded.policy.sampler)
+        return loaded
+    return load_policy(name_or_path, device=device, num_steps=num_steps)

@@ -1,0 +1,55 @@
+"""Per-stage latency bookkeeping with an injectable clock (no ROS, no torch).
+
+``StageTimer`` collects durations per named stage; ``percentiles`` summarises them. A GPU
+caller passes ``sync=torch.cuda.synchronize`` so that asynchronous kernels are counted in the
+stage that launched them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+
+class StageTimer:
+    """Accumulates wall-clock durations (seconds) per stage name."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.perf_counter,
+        sync: Callable[[], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._sync = sync
+        self.durations: dict[str, list[float]] = defaultdict(list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block and append its duration to ``durations[name]``."""
+        if self._sync:
+            self._sync()
+        start = self._clock()
+        try:
+            yield
+        finally:
+            if self._sync:
+                self._sync()
+            self.durations[name].append(self._clock() - start)
+
+    def total(self, name: str) -> float:
+        return float(sum(self.durations.get(name, ())))
+
+    def reset(self) -> None:
+        self.durations.clear()
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 99)) -> dict[str, float]:
+    """{"p50": ..., "p99": ...} of ``values`` (nan when empty)."""
+    if len(values) == 0:
+        return {f"p{q:g}": float("nan") for q in qs}
+    arr = np.asarray(values, dtype=float)
+    return {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}

@@ -1,0 +1,28 @@
+"""Shared test setup: offline, ROS environment defaults, tiny random-weight policies."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+
+# Before anything imports huggingface_hub/transformers/rclpy: nothing may download, and ROS must
+# find the venv's share directory and stay on loopback in its own domain.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("SNAPFLOW_CACHE", tempfile.mkdtemp(prefix="snapflow_test_cache_"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny_teacher():
+    """A fresh built-in tiny SmolVLA teacher (random weights, seed 0) wrapped for SnapFlow."""
+    from snapflow_ros.policies import make_builtin
+
+    return make_builtin("smolvla-tiny", seed=0)

@@ -1,0 +1,129 @@
+"""The ament_python package: layout, executables, installed share files, layer rules."""
+
+import ast
+import configparser
+import dataclasses
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snapflow_ros._tools import DESCRIPTIONS, TOOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "snapflow_ros"
+
+
+def test_top_level_layout():
+    for name in ("snapflow_ros", "launch", "config", "test", "package.xml", "setup.py",
+                 "setup.cfg", "README.md", "resource/snapflow_ros"):
+        assert (ROOT / name).exists(), name
+
+
+def test_package_xml_declares_ros_dependencies():
+    root = ET.parse(ROOT / "package.xml").getroot()
+    assert root.findtext("name") == "snapflow_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    for dep in ("rclpy", "sensor_msgs", "trajectory_msgs", "std_msgs", "diagnostic_msgs"):
+        assert dep in deps, dep
+
+
+def test_setup_cfg_puts_executables_where_ros2_run_looks():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["develop"]["script_dir"] == "$base/lib/snapflow_ros"
+    assert cfg["install"]["install_scripts"] == "$base/lib/snapflow_ros"
+
+
+def test_installed_console_scripts_are_the_tool_table():
+    scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")
+               if ep.value.startswith("snapflow_ros.")}
+    assert scripts == TOOLS
+    assert set(DESCRIPTIONS) == set(TOOLS)
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_every_tool_answers_help_through_python_m(name):
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros", name, "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower()
+
+
+def test_dispatcher_lists_tools_and_rejects_unknown_ones():
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros"], capture_output=True, text=True)
+    assert out.returncode == 0 and all(name in out.stdout for name in TOOLS)
+    bad = subprocess.run([sys.executable, "-m", "snapflow_ros", "distil"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "unknown tool 'distil'" in bad.stderr
+
+
+def test_share_directory_is_installed_and_found_through_the_ament_index():
+    from ament_index_python.packages import get_package_share_directory
+
+    share = Path(get_package_share_directory("snapflow_ros"))
+    assert (share / "package.xml").is_file()
+    assert (share / "config" / "snapflow.yaml").read_text() == (
+        ROOT / "config" / "snapflow.yaml").read_text()
+
+
+def test_recipe_yaml_matches_the_code_defaults():
+    from snapflow_ros.core import SnapFlowLossConfig
+    from snapflow_ros.recipe import Recipe, load_recipe
+
+    data = yaml.safe_load((ROOT / "config" / "snapflow.yaml").read_text())
+    assert set(data["loss"]) == {f.name for f in dataclasses.fields(SnapFlowLossConfig)}
+    assert load_recipe(ROOT / "config" / "snapflow.yaml") == Recipe()
+
+
+def test_recipe_errors_name_the_bad_key(tmp_path):
+    from snapflow_ros.recipe import load_recipe
+
+    bad = tmp_path / "r.yaml"
+    bad.write_text("loss:\n  alpah: 0.3\n")
+    with pytest.raises(ValueError, match="alpah"):
+        load_recipe(bad)
+    bad.write_text("sampling:\n  steps: 1\n")
+    with pytest.raises(ValueError, match="steps"):
+        load_recipe(bad)
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module.split(".")[0]
+
+
+@pytest.mark.parametrize(("layer", "allowed"), [
+    ("core", {"torch", "snapflow_ros", "__future__", "math", "dataclasses", "typing",
+              "collections"}),
+    ("runtime", {"numpy", "snapflow_ros", "__future__", "time", "contextlib", "collections",
+                 "dataclasses", "typing", "math"}),
+])
+def test_layer_imports(layer, allowed):
+    """core is torch-only and runtime numpy-only: no rclpy, no lerobot (DESIGN §3)."""
+    for path in sorted((PKG / layer).rglob("*.py")):
+        assert set(_imports(path)) <= allowed, f"{path.name}: {set(_imports(path)) - allowed}"
+
+
+def test_core_and_runtime_import_with_ros_and_lerobot_absent():
+    code = ("import sys\n"
+            "for m in ('rclpy', 'lerobot', 'transformers'): sys.modules[m] = None\n"
+            "import snapflow_ros.core, snapflow_ros.runtime.timing\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_policies_never_import_rclpy():
+    for path in sorted(PKG.rglob("*.py")):
+        if "nodes" not in path.parts:
+            assert "rclpy" not in set(_imports(path)), path
