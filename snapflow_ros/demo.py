@@ -120,6 +120,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     lerobot_policy, pre, post = make_smolvla(
         "tiny", seed=args.seed, cameras=("front",), state_dim=4, action_dim=4,
         chunk_size=args.chunk_size,
+        # trained from scratch: no need to pad to lerobot's 32 dims (that would spend 7/8 of the
+        # loss on padding)
+        max_state_dim=4, max_action_dim=4,
     )
     policy = SnapFlowSmolVLA(lerobot_policy, default_num_steps=10, sampler="euler",
                              teacher={"source": "smolvla-tiny (demo)", "num_steps": 10})

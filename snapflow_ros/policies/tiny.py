@@ -204,11 +204,13 @@ def make_smolvla_config(
     n_action_steps: int | None = None,
     image_hw: tuple[int, int] | None = None,
     device: str = "cpu",
+    **overrides: Any,
 ) -> Any:
     """A lerobot ``SmolVLAConfig`` for a random-weight policy over ``vlm_dir``.
 
     Cameras become ``observation.images.<name>`` features of shape (3, H, W) with H×W =
-    ``image_hw`` (default: the shape's native size, 64 or 512 px).
+    ``image_hw`` (default: the shape's native size, 64 or 512 px). ``overrides`` are further
+    ``SmolVLAConfig`` fields (e.g. ``max_action_dim``).
     """
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
@@ -231,6 +233,7 @@ def make_smolvla_config(
         n_action_steps=n_action_steps or chunk_size,
         input_features=inputs,
         output_features={"action": PolicyFeature(type=FeatureType.ACTION, shape=(action_dim,))},
+        **overrides,
     )
 
 
