@@ -7,10 +7,8 @@ import random
 import sys
 import tempfile
 
-# Before anything imports huggingface_hub/transformers/rclpy: nothing may download, and ROS must
-# find the venv's share directory and stay on loopback in its own domain.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Before anything imports huggingface_hub/transformers/rclpy: ROS must find the venv's share
+# directory and stay on loopback in its own domain; nothing may download (see pytest_configure).
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
@@ -18,6 +16,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("SNAPFLOW_CACHE", tempfile.mkdtemp(prefix="snapflow_test_cache_"))
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    """Offline unless the run selects the ``hub`` tests (``-m hub``)."""
+    markexpr = config.getoption("markexpr") or ""
+    if "hub" not in markexpr.replace("not hub", ""):
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 @pytest.fixture
