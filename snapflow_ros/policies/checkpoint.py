@@ -21,8 +21,6 @@ own step count (e.g. 10) and Euler sampling, so it behaves exactly like the LeRo
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 
 from snapflow_ros import __version__
+from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.core import TargetTimeEmbedding, TargetTimeEmbeddingConfig
 from snapflow_ros.policies._quiet import quiet_stdout
 from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
@@ -230,9 +229,7 @@ def save_policy(
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()) and not overwrite:
         raise FileExistsError(f"'{directory}' exists and is not empty; pass overwrite=True")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         with quiet_stdout():
             policy.policy.save_pretrained(tmp)
         for processor in (preprocessor, postprocessor):
@@ -255,10 +252,4 @@ def save_policy(
             **(extra or {}),
         }
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory

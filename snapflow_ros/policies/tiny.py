@@ -17,14 +17,13 @@ Two shapes:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.policies._quiet import quiet_stdout
 
 Shape = Literal["tiny", "full"]
@@ -127,8 +126,7 @@ def _build_tokenizer() -> Any:
 def write_smolvlm_dir(out: str | Path, shape: Shape = "tiny") -> Path:
     """Write a SmolVLM config + tokenizer + processor directory usable as ``vlm_model_name``.
 
-    The directory is written next to ``out`` and renamed into place, so a half-written one is
-    never left behind. Returns ``out``.
+    Written all or nothing (``atomic_directory``). Returns ``out``.
     """
     from transformers import (
         SmolVLMConfig,
@@ -139,9 +137,7 @@ def write_smolvlm_dir(out: str | Path, shape: Shape = "tiny") -> Path:
 
     _check_shape(shape)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         tokenizer = _build_tokenizer()
         text = {
             "model_type": "llama",
@@ -171,12 +167,6 @@ def write_smolvlm_dir(out: str | Path, shape: Shape = "tiny") -> Path:
             image_seq_len=patches // _SCALE_FACTOR[shape] ** 2,
         )
         processor.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
