@@ -1,7 +1,6 @@
 """The SnapFlow recipe file (``config/snapflow.yaml``): loss, φ and sampling defaults.
 
-The packaged file is found through the ament index (``share/snapflow_ros/config``) when the
-package is installed, else next to the sources.
+The packaged file is ``share/snapflow_ros/config/snapflow.yaml`` (see ``paths.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from snapflow_ros.core import SnapFlowLossConfig
+from snapflow_ros.paths import config_path
 
 PHI_KEYS = ("hidden", "input")
 SAMPLING_KEYS = ("num_steps", "sampler")
@@ -28,22 +28,9 @@ class Recipe:
     sampler: str = "snap"
 
 
-def default_recipe_path() -> Path:
-    """The installed ``share/snapflow_ros/config/snapflow.yaml``, else the source tree's."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("snapflow_ros")) / "config" / "snapflow.yaml"
-        if path.is_file():
-            return path
-    except (ImportError, LookupError, ValueError):
-        pass
-    return Path(__file__).resolve().parent.parent / "config" / "snapflow.yaml"
-
-
 def load_recipe(path: str | Path | None = None) -> Recipe:
     """Read a recipe YAML; unknown or missing sections/keys are errors that name them."""
-    path = Path(path) if path else default_recipe_path()
+    path = Path(path) if path else config_path("snapflow.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"SnapFlow recipe '{path}' does not exist")
     data = yaml.safe_load(path.read_text()) or {}

@@ -106,10 +106,12 @@ def _imports(path):
     ("core", {"torch", "snapflow_ros", "__future__", "math", "dataclasses", "typing",
               "collections"}),
     ("runtime", {"numpy", "snapflow_ros", "__future__", "time", "contextlib", "collections",
-                 "dataclasses", "typing", "math"}),
+                 "dataclasses", "typing", "math", "threading", "enum"}),
+    ("conversions", {"numpy", "cv2", "snapflow_ros", "__future__", "typing", "collections"}),
 ])
 def test_layer_imports(layer, allowed):
-    """core is torch-only and runtime numpy-only: no rclpy, no lerobot (DESIGN §3)."""
+    """core is torch-only, runtime numpy-only, conversions work on message fields: no rclpy, no
+    lerobot (DESIGN §3)."""
     for path in sorted((PKG / layer).rglob("*.py")):
         assert set(_imports(path)) <= allowed, f"{path.name}: {set(_imports(path)) - allowed}"
 
