@@ -9,6 +9,7 @@ same machine state. Absolute CPU times depend on the machine; the ratios are wha
     python -m snapflow_ros bench --policy smolvla-tiny --num-steps 10 1 --json
     python -m snapflow_ros bench --policy smolvla-full --num-steps 10 1 --reps 3
     python -m snapflow_ros bench --policy path/to/snapflow_checkpoint --device cuda
+    python -m snapflow_ros bench --node            # the ROS node's overhead (see nodes/node_bench)
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--node", action="store_true",
+                   help="benchmark the ROS policy_node instead: overhead on top of the model, "
+                        "control-timer jitter, CPU (always prints JSON)")
+    p.add_argument("--seconds", type=float, default=20.0, help="--node: measuring time")
+    p.add_argument("--rate", type=float, default=50.0, help="--node: command rate in Hz")
     return p
 
 
@@ -169,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr,
                         force=True)
+    if args.node:
+        from snapflow_ros.nodes.node_bench import main_node_bench
+
+        return main_node_bench(args)
     report = run(args)
     print(json.dumps(report, indent=2) if args.json else _table(report))  # noqa: T201
     return 0

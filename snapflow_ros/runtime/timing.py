@@ -8,8 +8,9 @@ stage that launched them.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -53,3 +54,25 @@ def percentiles(values: Sequence[float], qs: Sequence[float] = (50, 99)) -> dict
         return {f"p{q:g}": float("nan") for q in qs}
     arr = np.asarray(values, dtype=float)
     return {f"p{q:g}": float(np.percentile(arr, q)) for q in qs}
+
+
+class RollingStats:
+    """The last ``window`` samples per name, summarised as p50/p99 (thread-safe)."""
+
+    def __init__(self, window: int = 200) -> None:
+        self._window = window
+        self._values: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=self._window))
+        self._lock = threading.Lock()
+
+    def add(self, name: str, value: float) -> None:
+        with self._lock:
+            self._values[name].append(float(value))
+
+    def add_timer(self, timer: StageTimer, scale: float = 1e3) -> None:
+        """Add each stage's total from ``timer`` (seconds → ms by default)."""
+        for name in list(timer.durations):
+            self.add(name, timer.total(name) * scale)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {name: percentiles(list(v)) for name, v in self._values.items() if v}

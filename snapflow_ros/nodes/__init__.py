@@ -1,0 +1,1 @@
+"""Thin rclpy shells around runtime/, policies/, sim/ and data/ (the only layer using rclpy)."""

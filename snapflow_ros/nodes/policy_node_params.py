@@ -1,0 +1,79 @@
+"""``policy_node`` parameters: one frozen dataclass, mirrored by ``config/policy.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from snapflow_ros.params import check_fields
+
+RO = {"read_only": True}
+
+
+@dataclass(frozen=True)
+class PolicyNodeParams:
+    """Parameters of the policy node (structural ones are read-only, tunables dynamic)."""
+
+    policy_path: str = field(default="", metadata={
+        **RO, "help": "SnapFlow checkpoint dir, LeRobot policy dir, hub id, or a built-in "
+                      "(smolvla-tiny) for testing"})
+    topic_map: str = field(default="", metadata={
+        **RO, "help": "topic map YAML (cameras, joints, action topic); empty: the packaged "
+                      "config/topic_map.yaml"})
+    device: str = field(default="auto", metadata={
+        **RO, "help": "auto (cuda when present), cpu, cuda or cuda:N"})
+    dtype: str = field(default="auto", metadata={
+        **RO, "help": "auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16",
+        "choices": ("auto", "float32", "bfloat16")})
+    num_steps: int = field(default=0, metadata={
+        "help": "expert passes per chunk; 0 = the checkpoint's default (1 for SnapFlow)",
+        "min": 0, "max": 100})
+    seed: int = field(default=-1, metadata={
+        **RO, "help": ">= 0: same noise for every chunk (deterministic, for tests); -1: fresh"})
+    control_rate_hz: float = field(default=0.0, metadata={
+        **RO, "help": "per-step command rate and chunk step spacing; 0 = the topic map's fps",
+        "min": 0.0, "max": 1000.0})
+    n_action_steps: int = field(default=0, metadata={
+        "help": "steps of each chunk to execute before the next is needed; 0 = the policy's",
+        "min": 0, "max": 1000})
+    replan_lead_steps: int = field(default=2, metadata={
+        "help": "request the next chunk when this many executable steps are left",
+        "min": 0, "max": 1000})
+    blend_steps: int = field(default=0, metadata={
+        "help": "cross-fade overlapping chunks over this many steps (0 = switch at once)",
+        "min": 0, "max": 1000})
+    max_obs_age_s: float = field(default=0.2, metadata={
+        "help": "inputs older than this (on the ROS clock) mean hold: no new chunk",
+        "min": 1e-3, "max": 60.0})
+    max_obs_skew_s: float = field(default=0.1, metadata={
+        "help": "max stamp difference between the cameras and joint states of one observation",
+        "min": 1e-3, "max": 60.0})
+    joint_lower_limits: tuple[float, ...] = field(default=(), metadata={
+        "help": "per action joint lower position limits (empty: no clamp)"})
+    joint_upper_limits: tuple[float, ...] = field(default=(), metadata={
+        "help": "per action joint upper position limits (empty: no clamp)"})
+    max_step_delta: float = field(default=0.0, metadata={
+        "help": "max change of a joint target per control step (0 = unlimited)",
+        "min": 0.0, "max": 1e6})
+    command_type: str = field(default="JointState", metadata={
+        **RO, "help": "per-step command message on the topic map's action topic",
+        "choices": ("JointState", "Float64MultiArray", "none")})
+    dry_run: bool = field(default=False, metadata={
+        "help": "compute and publish on ~/debug/* only; command nothing"})
+    task: str = field(default="", metadata={
+        "help": "task instruction; empty: the topic map's text (a latched 'task' topic "
+                "overrides both)"})
+    warmup_iters: int = field(default=2, metadata={
+        **RO, "help": "chunks run on blank inputs during configure", "min": 0, "max": 100})
+    diagnostics_period_s: float = field(default=1.0, metadata={
+        **RO, "help": "period of /diagnostics messages", "min": 0.05, "max": 60.0})
+    autostart: bool = field(default=True, metadata={
+        **RO, "help": "configure and activate on start (false: wait for lifecycle transitions)"})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if len(self.joint_lower_limits) != len(self.joint_upper_limits) and \
+                self.joint_lower_limits and self.joint_upper_limits:
+            raise ValueError("joint_lower_limits and joint_upper_limits need the same length")
+        if self.device != "auto" and not (self.device in ("cpu", "cuda")
+                                          or self.device.startswith("cuda:")):
+            raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")

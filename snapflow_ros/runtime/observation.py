@@ -1,0 +1,99 @@
+"""Stamp-based synchronisation of the policy's inputs (no ROS, no torch; clocks passed in).
+
+Subscription callbacks only ``put`` the newest message of each input with its header stamp;
+the inference thread asks for a ``snapshot`` at time ``now``. A snapshot is a consistent set:
+every input present, none older than ``max_age`` at ``now``, and all within ``max_skew`` of
+each other. Otherwise the answer is a ``Hold`` naming the inputs at fault: the node then
+publishes no new chunk (never zero-filled data).
+
+Times are integer nanoseconds on one clock (ROS time; sim time under ``use_sim_time``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """One received message and its header stamp (ns)."""
+
+    stamp_ns: int
+    msg: Any
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent set of inputs; ``stamp_ns`` is the newest input stamp (the obs time)."""
+
+    stamp_ns: int
+    items: dict[str, Stamped]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """No consistent set now; ``reason`` says which inputs and why, ``kind`` classifies it."""
+
+    kind: str  # "missing" | "stale" | "skew"
+    reason: str
+
+
+class ObservationBuffer:
+    """Thread-safe newest-message store for a fixed set of named inputs."""
+
+    def __init__(self, names: Iterable[str], max_age_ns: int, max_skew_ns: int) -> None:
+        self.names = tuple(names)
+        if not self.names:
+            raise ValueError("ObservationBuffer needs at least one input name")
+        self.set_limits(max_age_ns, max_skew_ns)
+        self._latest: dict[str, Stamped] = {}
+        self._lock = threading.Lock()
+        self.version = 0  # bumped by every stored message
+
+    def set_limits(self, max_age_ns: int, max_skew_ns: int) -> None:
+        if max_age_ns <= 0 or max_skew_ns <= 0:
+            raise ValueError(f"max_age and max_skew must be > 0 ns, got {max_age_ns}, {max_skew_ns}")
+        self.max_age_ns, self.max_skew_ns = int(max_age_ns), int(max_skew_ns)
+
+    def put(self, name: str, stamp_ns: int, msg: Any) -> None:
+        """Store ``msg`` as the newest ``name`` input (an older stamp than the stored one is
+        ignored: out-of-order delivery never moves an input back in time)."""
+        if name not in self.names:
+            raise KeyError(f"unknown input {name!r}; inputs: {self.names}")
+        with self._lock:
+            current = self._latest.get(name)
+            if current is None or stamp_ns >= current.stamp_ns:
+                self._latest[name] = Stamped(int(stamp_ns), msg)
+                self.version += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._latest.clear()
+
+    def latest(self, name: str) -> Stamped | None:
+        with self._lock:
+            return self._latest.get(name)
+
+    def snapshot(self, now_ns: int) -> Snapshot | Hold:
+        """The freshest consistent set at ``now_ns``, or why there is none."""
+        with self._lock:
+            items = dict(self._latest)
+        missing = [n for n in self.names if n not in items]
+        if missing:
+            return Hold("missing", f"no message yet from {missing}")
+        stale = {n: (now_ns - s.stamp_ns) / 1e9 for n, s in items.items()
+                 if now_ns - s.stamp_ns > self.max_age_ns}
+        if stale:
+            ages = ", ".join(f"{n} {age:.3f} s" for n, age in sorted(stale.items()))
+            return Hold("stale", f"stale input (age > {self.max_age_ns / 1e9:.3f} s): {ages}")
+        stamps = [s.stamp_ns for s in items.values()]
+        skew = max(stamps) - min(stamps)
+        if skew > self.max_skew_ns:
+            oldest = min(items, key=lambda n: items[n].stamp_ns)
+            newest = max(items, key=lambda n: items[n].stamp_ns)
+            return Hold("skew", f"inputs {skew / 1e9:.3f} s apart ({oldest} oldest, {newest} "
+                                f"newest; max_skew {self.max_skew_ns / 1e9:.3f} s)")
+        return Snapshot(max(stamps), {n: items[n] for n in self.names})

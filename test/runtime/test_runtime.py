@@ -1,0 +1,103 @@
+"""Control-rate logic without ROS: observation sync, chunk scheduling, safety, stats."""
+
+import numpy as np
+import pytest
+
+from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
+from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
+from snapflow_ros.runtime.safety import SafetyFilter
+from snapflow_ros.runtime.timing import RollingStats, StageTimer
+
+MS = 1_000_000
+
+
+def test_snapshot_needs_every_input_fresh_and_close_together():
+    buf = ObservationBuffer(["front", "joints"], max_age_ns=100 * MS, max_skew_ns=50 * MS)
+    assert isinstance(buf.snapshot(0), Hold) and buf.snapshot(0).kind == "missing"
+    buf.put("front", 1000 * MS, "img")
+    hold = buf.snapshot(1000 * MS)
+    assert hold.kind == "missing" and "joints" in hold.reason
+    buf.put("joints", 1010 * MS, "js")
+    snap = buf.snapshot(1020 * MS)
+    assert isinstance(snap, Snapshot) and snap.stamp_ns == 1010 * MS
+    assert snap.items["front"].msg == "img"
+    stale = buf.snapshot(1105 * MS)  # front is 105 ms old
+    assert stale.kind == "stale" and "front 0.105 s" in stale.reason
+    buf.put("joints", 1090 * MS, "js2")  # 90 ms after the image: too far apart
+    skew = buf.snapshot(1095 * MS)
+    assert skew.kind == "skew" and "front oldest" in skew.reason
+
+
+def test_out_of_order_messages_never_move_an_input_back():
+    buf = ObservationBuffer(["a"], max_age_ns=MS * 1000, max_skew_ns=MS)
+    buf.put("a", 50, "new")
+    buf.put("a", 40, "old")
+    assert buf.latest("a").msg == "new"
+    with pytest.raises(KeyError, match="unknown input"):
+        buf.put("b", 1, "x")
+
+
+def _chunk(stamp_ms, h=10, offset=0.0):
+    return ActionChunk(stamp_ms * MS, np.arange(h, dtype=float)[:, None] + offset + np.zeros((h, 2)))
+
+
+def test_scheduler_skips_past_steps_and_stops_after_n_action_steps():
+    sched = ChunkScheduler(dt_ns=20 * MS, n_action_steps=5, replan_lead_steps=1)
+    assert sched.command(0) is None and sched.needs_chunk(0)
+    skipped = sched.push(_chunk(100), now_ns=145 * MS)  # 45 ms of latency: steps 0, 1 are past
+    assert skipped == 2
+    assert np.array_equal(sched.command(145 * MS), [2.0, 2.0])
+    assert np.array_equal(sched.command(160 * MS), [3.0, 3.0])
+    assert sched.remaining(160 * MS) == 2 and not sched.needs_chunk(160 * MS)
+    assert sched.needs_chunk(180 * MS)  # one executable step left
+    assert np.array_equal(sched.command(180 * MS), [4.0, 4.0])
+    assert sched.command(200 * MS) is None  # n_action_steps executed: hold
+
+
+def test_scheduler_drops_late_results_and_blends_new_chunks():
+    sched = ChunkScheduler(dt_ns=10 * MS, n_action_steps=8, blend_steps=2)
+    sched.push(_chunk(100), now_ns=100 * MS)
+    assert sched.push(_chunk(90), now_ns=101 * MS) is None  # older than the current one
+    sched.push(_chunk(120, offset=100.0), now_ns=130 * MS)
+    # at adoption: old step 3 (= 3) and new step 1 (= 101), weight 0 -> old
+    assert np.allclose(sched.command(130 * MS), 3.0)
+    assert np.allclose(sched.command(140 * MS), 0.5 * 4.0 + 0.5 * 102.0)  # halfway
+    assert np.allclose(sched.command(150 * MS), 103.0)  # blend over
+
+
+def test_scheduler_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        ChunkScheduler(dt_ns=0, n_action_steps=1)
+    with pytest.raises(ValueError):
+        ActionChunk(0, np.zeros(3))
+
+
+def test_safety_clamps_and_limits_rate():
+    f = SafetyFilter(2, lower=[-1, -1], upper=[1, 1], max_step_delta=0.1)
+    assert np.allclose(f.step(np.array([5.0, -5.0]), None), [1.0, -1.0])
+    assert np.allclose(f.step(np.array([0.5, 0.0]), np.array([0.0, 0.0])), [0.1, 0.0])
+    traj = f.trajectory(np.array([[0.5, 0.5]] * 3), start=np.zeros(2))
+    assert np.allclose(traj[:, 0], [0.1, 0.2, 0.3])
+    assert not SafetyFilter.finite(np.array([0.0, np.nan]))
+    assert np.allclose(SafetyFilter(2).step(np.array([9.0, 9.0]), np.zeros(2)), 9.0)
+    with pytest.raises(ValueError, match="2 values"):
+        SafetyFilter(2, lower=[0.0])
+    with pytest.raises(ValueError, match="must not exceed"):
+        SafetyFilter(1, lower=[1.0], upper=[0.0])
+
+
+def test_rolling_stats_from_stage_timer():
+    ticks = iter([0.0, 0.002, 0.002, 0.005])
+    timer = StageTimer(clock=lambda: next(ticks))
+    with timer.stage("prefix"):
+        pass
+    with timer.stage("expert"):
+        pass
+    stats = RollingStats(window=3)
+    stats.add_timer(timer)
+    for v in (1.0, 2.0, 3.0, 4.0):
+        stats.add("x", v)
+    summary = stats.summary()
+    assert summary["prefix"]["p50"] == pytest.approx(2.0)
+    assert summary["expert"]["p50"] == pytest.approx(3.0)
+    assert summary["x"]["p50"] == pytest.approx(3.0)  # window keeps 2, 3, 4
