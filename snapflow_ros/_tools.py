@@ -8,9 +8,23 @@ package's dependencies are installed.
 TOOLS: dict[str, str] = {
     "bench": "snapflow_ros.bench:main",
     "demo": "snapflow_ros.demo:main",
+    "mujoco_bridge": "snapflow_ros.nodes.mujoco_bridge_node:main",
+    "sim_demos": "snapflow_ros.nodes.sim_demos:main",
+    "distill": "snapflow_ros.distill.cli:main_distill",
+    "eval": "snapflow_ros.distill.cli:main_eval",
+    "policy_node": "snapflow_ros.nodes.policy_node:main",
+    "bag_to_lerobot": "snapflow_ros.data.bag_to_lerobot:main",
+    "record": "snapflow_ros.nodes.recorder_node:main",
 }
 
 DESCRIPTIONS: dict[str, str] = {
     "bench": "time 1-NFE vs N-step action-chunk generation per stage (prints JSON with --json)",
     "demo": "end-to-end demo on a built-in tiny SmolVLA: train, SnapFlow-distill, save, sample",
+    "mujoco_bridge": "ROS 2 node: MuJoCo scene on the topic map's topics, /clock, reset, success",
+    "sim_demos": "scripted-expert demos through the MuJoCo bridge, one rosbag2 (mcap) per episode",
+    "distill": "SnapFlow self-distillation of a LeRobot policy on a LeRobot dataset (+ eval)",
+    "eval": "held-out eval: 10-step teacher, naive 1-step, SnapFlow 1/2-step (eval.json + png)",
+    "policy_node": "ROS 2 node: cameras + joint states in, 1-NFE action chunks out",
+    "bag_to_lerobot": "rosbag2 (sqlite3/mcap) → LeRobot v3.0 dataset, stamp-synced, + sync report",
+    "record": "ROS 2 node: record the topic map's topics, one rosbag2 per episode (services)",
 }

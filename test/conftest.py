@@ -13,6 +13,7 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering on CPU (Mesa EGL)
 os.environ.setdefault("SNAPFLOW_CACHE", tempfile.mkdtemp(prefix="snapflow_test_cache_"))
 
 import pytest  # noqa: E402

@@ -107,7 +107,8 @@ def _imports(path):
               "collections"}),
     ("runtime", {"numpy", "snapflow_ros", "__future__", "time", "contextlib", "collections",
                  "dataclasses", "typing", "math", "threading", "enum"}),
-    ("conversions", {"numpy", "cv2", "snapflow_ros", "__future__", "typing", "collections"}),
+    ("conversions", {"numpy", "cv2", "snapflow_ros", "__future__", "typing", "collections",
+                     "trajectory_msgs"}),
 ])
 def test_layer_imports(layer, allowed):
     """core is torch-only, runtime numpy-only, conversions work on message fields: no rclpy, no

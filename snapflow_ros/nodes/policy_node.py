@@ -35,7 +35,7 @@ from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import NS, stamp_to_ns
 from snapflow_ros.conversions.trajectory import chunk_to_trajectory
 from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
-from snapflow_ros.params import declare, describe, updated
+from snapflow_ros.nodes.params import declare, describe, updated
 from snapflow_ros.runtime.chunking import ChunkScheduler
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded
 from snapflow_ros.runtime.observation import ObservationBuffer, Snapshot
@@ -244,8 +244,11 @@ class PolicyNode(LifecycleNode):
         return self.runner.predict_chunk(decoded.images, decoded.state, self._task, timer)
 
     def _publish_chunk(self, result: Any) -> None:
-        msg = chunk_to_trajectory(result.positions, self.topic_map.action_names, result.stamp_ns,
-                                  self.engine.scheduler.dt_ns)
+        # only the steps this node will execute: the next chunk replaces the rest, and a
+        # trajectory controller (or a lock-stepped simulator) should not run past them
+        steps = self.engine.scheduler.n_action_steps
+        msg = chunk_to_trajectory(result.positions[:steps], self.topic_map.action_names,
+                                  result.stamp_ns, self.engine.scheduler.dt_ns)
         self._pubs["debug_chunk" if self.params.dry_run else "chunk"].publish(msg)
 
     def _publish_command(self, command: Any, stamp: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from snapflow_ros.params import check_fields
+from snapflow_ros.nodes.params import check_fields
 
 RO = {"read_only": True}
 

@@ -1,0 +1,272 @@
+"""``mujoco_bridge``: a MuJoCo scene on the topic map's topics, with sim time on ``/clock``.
+
+::
+
+    /clock (rosgraph_msgs/Clock) ◄─┐
+    <camera topics> (Image rgb8) ◄─┤            ┌─◄ <action topic> (JointState by name, or the
+    joint_states (JointState)    ◄─┼─ MuJoCo ◄──┤    map's action type): per-step targets
+    episode/status (String JSON) ◄─┤  sim/      └─◄ action_chunk (JointTrajectory): sampled on
+    episode/{success,done,active} ◄┘                 sim time like joint_trajectory_controller
+    ~/reset (std_srvs/Trigger): new episode seeded by the ``seed`` parameter
+    /diagnostics: rates, render time, rejected commands, lock-step waits
+
+Every stamp is sim time (ns since the bridge started; monotonic across resets). The bridge
+steps on a steady wall-clock timer, so it must not itself run with ``use_sim_time``. Bad
+commands are rejected with a throttled warning and counted in /diagnostics; the node keeps
+running. The stepping logic lives in ``sim/runner.py``; this file only converts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from snapflow_ros.conversions.image import fill_image_msg
+from snapflow_ros.conversions.joints import JointConversionError, JointOrder
+from snapflow_ros.conversions.stamps import fill_stamp, stamp_to_ns
+from snapflow_ros.nodes.mujoco_bridge_params import MujocoBridgeParams
+from snapflow_ros.nodes.params import declare, describe, updated
+from snapflow_ros.sim.env import EpisodeStatus, MujocoEnv
+from snapflow_ros.sim.runner import SimRunner
+from snapflow_ros.sim.scene import CameraSpec, Scene, load_model
+from snapflow_ros.sim.tasks import make_task
+from snapflow_ros.sim.trajectory import TrajectoryError
+from snapflow_ros.topic_map import TopicMap, load_topic_map
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def build_runner(params: MujocoBridgeParams, topic_map: TopicMap) -> SimRunner:
+    """Scene + task + env + runner from the parameters; raises ``SceneError`` naming names."""
+    cameras = [CameraSpec(c.name, c.height, c.width) for c in topic_map.cameras]
+    scene = Scene(load_model(params.scene), topic_map.state_names, cameras,
+                  params.physics_rate_hz, actuated=topic_map.action_names)
+    env = MujocoEnv(scene, make_task(params.task, scene), params.episode_timeout_s)
+    return SimRunner(env, params.runner_config())
+
+
+class _Publishers:
+    """The runner's ``Sink``: turns its outputs into messages."""
+
+    def __init__(self, node: Node, topic_map: TopicMap) -> None:
+        self.clock_pub = node.create_publisher(ClockMsg, "/clock", 10)
+        self.joint_pub = node.create_publisher(JointState, topic_map.joint_states.topic, 10)
+        self.image_pubs = {c.name: node.create_publisher(Image, c.topic, 5)
+                           for c in topic_map.cameras}
+        self.status_pub = node.create_publisher(String, "episode/status", LATCHED)
+        self.success_pub = node.create_publisher(Bool, "episode/success", LATCHED)
+        self.done_pub = node.create_publisher(Bool, "episode/done", LATCHED)
+        self.active_pub = node.create_publisher(Bool, "episode/active", LATCHED)
+        self.joint_names = list(topic_map.state_names)
+
+    def clock(self, stamp_ns: int) -> None:
+        msg = ClockMsg()
+        fill_stamp(msg.clock, stamp_ns)
+        self.clock_pub.publish(msg)
+
+    def joints(self, stamp_ns: int, position: np.ndarray, velocity: np.ndarray,
+               effort: np.ndarray) -> None:
+        msg = JointState(name=self.joint_names, position=position.tolist(),
+                         velocity=velocity.tolist(), effort=effort.tolist())
+        fill_stamp(msg.header.stamp, stamp_ns)
+        self.joint_pub.publish(msg)
+
+    def frame(self, stamp_ns: int, images: dict[str, np.ndarray]) -> None:
+        for name, rgb in images.items():
+            msg = fill_image_msg(Image(), rgb)
+            fill_stamp(msg.header.stamp, stamp_ns)
+            msg.header.frame_id = name
+            self.image_pubs[name].publish(msg)
+
+    def status(self, status: EpisodeStatus) -> None:
+        self.status_pub.publish(String(data=status.to_json()))
+        self.success_pub.publish(Bool(data=status.success))
+        self.done_pub.publish(Bool(data=status.done))
+        self.active_pub.publish(Bool(data=not status.done))  # the recorder's episode marker
+
+
+class MujocoBridgeNode(Node):
+    """Runs the MuJoCo scene and speaks the topic map's topics (see module docstring)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__("mujoco_bridge", **kwargs)  # type: ignore[arg-type]
+        self.params = declare(self, MujocoBridgeParams)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.topic_map = load_topic_map(self.params.topic_map or None)
+        self.runner = build_runner(self.params, self.topic_map)
+        self.sink = _Publishers(self, self.topic_map)
+        self.action_order = JointOrder(self.topic_map.action_names)
+        self.rejected, self.last_rejection = 0, ""
+        self._subscribe_commands()
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.params.tick_period_s, self._on_tick, clock=steady)
+        self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics, clock=steady)
+        self._diag_mark = (steady.now().nanoseconds, 0, 0)
+        self._steady = steady
+        if self.get_parameter("use_sim_time").value:
+            self.get_logger().warn("use_sim_time is true on the bridge, which *publishes* "
+                                   "/clock; its stamps come from the simulation anyway")
+        status = self.runner.reset(self.params.seed, self.sink)
+        self.get_logger().info(
+            f"scene {self.params.scene or 'packaged reach_two_targets.xml'}, task "
+            f"{self.params.task}, mode {self.params.mode}, episode seed {status.seed}")
+
+    def _subscribe_commands(self) -> None:
+        action, trajectory_topic = self.topic_map.action, self.params.trajectory_topic
+        if trajectory_topic == action.topic and action.type != "JointTrajectory":
+            raise ValueError(f"trajectory_topic '{trajectory_topic}' is the topic map's action "
+                             f"topic, which carries {action.type}: choose another topic")
+        if action.type == "JointState":
+            self.create_subscription(JointState, action.topic, self._on_joint_command, 10)
+        elif action.type == "Float64MultiArray":
+            self.create_subscription(Float64MultiArray, action.topic, self._on_array_command, 10)
+        else:
+            self.create_subscription(JointTrajectory, action.topic, self._on_trajectory, 10)
+        if self.params.trajectory_topic and self.params.trajectory_topic != action.topic:
+            self.create_subscription(JointTrajectory, self.params.trajectory_topic,
+                                     self._on_trajectory, 10)
+
+    # -- callbacks --------------------------------------------------------------------------
+    def _on_tick(self) -> None:
+        self.runner.advance(self.sink)
+
+    def _on_joint_command(self, msg: JointState) -> None:
+        try:
+            if msg.name:
+                q = self.action_order(msg.name, msg.position)
+            else:
+                q = self._unnamed(msg.position, "JointState without names")
+            self.runner.command_positions(q, stamp_to_ns(msg.header.stamp))
+        except (JointConversionError, ValueError) as err:
+            self._reject("joint command", err)
+
+    def _on_array_command(self, msg: Float64MultiArray) -> None:
+        try:
+            self.runner.command_positions(self._unnamed(msg.data, "Float64MultiArray"), 0)
+        except ValueError as err:
+            self._reject("array command", err)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            self.runner.command_trajectory(
+                msg.joint_names, stamp_to_ns(msg.header.stamp),
+                [stamp_to_ns(p.time_from_start) for p in msg.points],
+                [p.positions for p in msg.points])
+        except (TrajectoryError, ValueError) as err:
+            self._reject("trajectory", err)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        status = self.runner.reset(self.params.seed, self.sink)
+        response.success, response.message = True, status.to_json()
+        self.get_logger().info(f"reset: episode {status.episode}, seed {status.seed}")
+        return response
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        try:
+            self.params = updated(self.params, parameters)
+        except (ValueError, TypeError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _on_diagnostics(self) -> None:
+        self.diagnostics_pub.publish(self.diagnostics())
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _unnamed(self, values: object, what: str) -> np.ndarray:
+        q = np.asarray(values, dtype=np.float64)
+        joints = self.topic_map.action_names
+        if q.shape != (len(joints),):
+            raise ValueError(f"{what} has {q.size} values, expected {len(joints)} "
+                             f"(one per joint {joints}, in that order)")
+        return q
+
+    def _reject(self, what: str, err: Exception) -> None:
+        self.rejected += 1
+        self.last_rejection = f"{what} ignored: {err}"
+        self.get_logger().warn(self.last_rejection, throttle_duration_sec=2.0)
+
+    def diagnostics(self) -> DiagnosticArray:
+        """One DiagnosticStatus with the bridge's counters since start and the last period's
+        real-time factor (sim seconds per wall second)."""
+        r, env = self.runner, self.runner.env
+        now = self._steady.now().nanoseconds
+        wall0, sim0, frames0 = self._diag_mark
+        rtf = (env.time_ns - sim0) / max(now - wall0, 1)
+        fps = (r.frames - frames0) * 1e9 / max(now - wall0, 1)
+        self._diag_mark = (now, env.time_ns, r.frames)
+        render_ms = 1e3 * float(np.median(r.render_s)) if r.render_s else float("nan")
+        values = {"sim_time_s": env.time_ns / 1e9, "real_time_factor": rtf,
+                  "camera_fps_wall": fps, "render_ms_all_cameras_p50": render_ms,
+                  "episode": env.status.episode, "seed": env.status.seed,
+                  "episode_done": env.status.done, "episode_success": env.status.success,
+                  "rejected_commands": self.rejected, "last_rejection": self.last_rejection,
+                  "lockstep_timeouts": r.gate_timeouts, "realtime_overruns": r.overruns}
+        warn = bool(self.rejected or r.gate_timeouts or r.overruns)
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
+            name=f"{self.get_name()}: simulation", hardware_id="mujoco",
+            message=self.last_rejection or f"{self.params.mode}, rtf {rtf:.2f}",
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        return msg
+
+    def destroy_node(self) -> None:
+        """Free the GL contexts too (also after a failed construction)."""
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.env.scene.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``mujoco_bridge [--ros-args -p name:=value ...]``; exits 1 on a bad configuration."""
+    argv = sys.argv if args is None else args
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        lines = ["usage: mujoco_bridge [--ros-args -p NAME:=VALUE ... --params-file "
+                 "config/mujoco_bridge.yaml]", __doc__.split("\n")[0], "", "parameters:"]
+        lines += [f"  {name} (default {default!r}): {text}"
+                  for name, default, text in describe(MujocoBridgeParams)]
+        print("\n".join(lines))  # noqa: T201
+        return 0
+    rclpy.init(args=argv)
+    try:
+        node = MujocoBridgeNode()
+    except Exception as err:  # a bad scene, map or parameter: say what and stop
+        rclpy.logging.get_logger("mujoco_bridge").fatal(str(err))
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGTERM/SIGINT shut the context down in the middle of a callback: a clean exit
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""A MuJoCo scene addressed by names: joints, position actuators, cameras, offscreen rendering.
+
+Any MJCF works as long as it has the joints and cameras the topic map names (the map's names
+*are* the MJCF names) and one position actuator per commanded joint. Every name error lists
+what the scene has. Units: radians (hinge) or metres (slide), seconds; images are (H, W, 3)
+uint8 RGB rendered on CPU (EGL/OSMesa) with shadows, reflections and multisampling off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from snapflow_ros.sim import GL_BACKEND
+
+log = logging.getLogger(__name__)
+
+#: The packaged default scene (6-joint arm, two targets, cameras front and wrist).
+DEFAULT_SCENE = "reach_two_targets.xml"
+HOME_KEY = "home"
+
+
+class SceneError(ValueError):
+    """A scene that cannot serve the topic map; the message lists what the scene has."""
+
+
+class RenderError(RuntimeError):
+    """Offscreen rendering failed; the message names the GL backend and the fix."""
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """A camera to render: its MJCF name and the image size in pixels."""
+
+    name: str
+    height: int = 224
+    width: int = 224
+
+
+def default_scene_path() -> Path:
+    """Path of the packaged default scene (found next to this module, not via share/)."""
+    return Path(str(resources.files("snapflow_ros.sim").joinpath("assets", DEFAULT_SCENE)))
+
+
+def _names(model: mujoco.MjModel, obj: mujoco.mjtObj, count: int) -> list[str]:
+    return [mujoco.mj_id2name(model, obj, i) or f"<unnamed {i}>" for i in range(count)]
+
+
+def load_model(path: str | Path | None) -> mujoco.MjModel:
+    """Load an MJCF file (None or "" = the packaged default); errors say what to change."""
+    path = Path(path) if path else default_scene_path()
+    if not path.is_file():
+        raise SceneError(
+            f"scene file '{path}' does not exist: set the 'scene' parameter to an MJCF file, or "
+            f"leave it empty for the packaged default ({DEFAULT_SCENE})"
+        )
+    try:
+        return mujoco.MjModel.from_xml_path(str(path))
+    except ValueError as err:
+        raise SceneError(f"scene file '{path}' is not a loadable MJCF model: {err}") from err
+
+
+class Scene:
+    """Model + data + name lookups for the joints and cameras one topic map uses.
+
+    Args:
+        model: the loaded model (``load_model``).
+        joints: hinge/slide joints whose state is read (N,), in state order.
+        cameras: cameras to render.
+        physics_rate_hz: overrides the model's timestep (1 / rate); 0 keeps the MJCF's.
+        actuated: joints that are commanded (M,), in action order (default: ``joints``); each
+            needs a position actuator (on that joint, with an affine bias, as ``<position>``
+            makes). ``lower``/``upper`` are their joint ranges (±inf where unlimited).
+    """
+
+    def __init__(self, model: mujoco.MjModel, joints: Sequence[str],
+                 cameras: Sequence[CameraSpec] = (), physics_rate_hz: float = 0.0,
+                 actuated: Sequence[str] | None = None) -> None:
+        if physics_rate_hz < 0:
+            raise SceneError(f"physics_rate_hz must be >= 0 (0 = the MJCF's), got "
+                             f"{physics_rate_hz}")
+        self.model = model
+        if physics_rate_hz:
+            model.opt.timestep = 1.0 / physics_rate_hz
+        self.data = mujoco.MjData(model)
+        self.joint_names = tuple(joints)
+        self.actuated = tuple(actuated) if actuated is not None else self.joint_names
+        self.cameras = tuple(cameras)
+        jids = self._joint_ids(self.joint_names)
+        act_jids = self._joint_ids(self.actuated)
+        self.qpos_adr = model.jnt_qposadr[jids].astype(np.intp)
+        self.dof_adr = model.jnt_dofadr[jids].astype(np.intp)
+        self.act_qpos_adr = model.jnt_qposadr[act_jids].astype(np.intp)
+        self.act_dof_adr = model.jnt_dofadr[act_jids].astype(np.intp)
+        self.actuator_ids = self._position_actuators(act_jids)
+        self._lookup(mujoco.mjtObj.mjOBJ_CAMERA, model.ncam, [c.name for c in self.cameras],
+                     "camera")
+        limited = model.jnt_limited[act_jids].astype(bool)
+        lo, hi = model.jnt_range[act_jids].T
+        self.lower = np.where(limited, lo, -np.inf)
+        self.upper = np.where(limited, hi, np.inf)
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self.home_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, HOME_KEY)
+        self.reset()
+
+    def _joint_ids(self, names: Sequence[str]) -> np.ndarray:
+        jids = self._lookup(mujoco.mjtObj.mjOBJ_JOINT, self.model.njnt, names, "joint")
+        hinge_slide = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+        bad = [n for n, j in zip(names, jids, strict=True)
+               if int(self.model.jnt_type[j]) not in hinge_slide]
+        if bad:
+            raise SceneError(f"joints {bad} are not hinge or slide joints; only those can be "
+                             f"published and commanded by position")
+        return jids
+
+    def _lookup(self, obj: mujoco.mjtObj, count: int, names: Sequence[str],
+                kind: str) -> np.ndarray:
+        ids = [mujoco.mj_name2id(self.model, obj, n) for n in names]
+        missing = [n for n, i in zip(names, ids, strict=True) if i < 0]
+        if missing:
+            have = _names(self.model, obj, count)
+            raise SceneError(
+                f"the scene has no {kind}(s) {missing} that the topic map names; the scene's "
+                f"{kind}s are {have} (rename them in the MJCF or in the topic map)"
+            )
+        return np.asarray(ids, dtype=np.intp)
+
+    def _position_actuators(self, jids: np.ndarray) -> np.ndarray:
+        m = self.model
+        by_joint = {int(m.actuator_trnid[a, 0]): a for a in range(m.nu)
+                    if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)
+                    and int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_AFFINE)
+                    and m.actuator_biasprm[a, 1] < 0}
+        missing = [n for n, j in zip(self.actuated, jids, strict=True) if int(j) not in by_joint]
+        if missing:
+            have = [f"{mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a)}"
+                    f"->{mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0])}"
+                    for a in range(m.nu)]
+            raise SceneError(
+                f"joints {missing} have no position actuator (add <position joint=...> in the "
+                f"MJCF <actuator> section); the scene's actuators are {have}"
+            )
+        return np.asarray([by_joint[int(j)] for j in jids], dtype=np.intp)
+
+    # -- state ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the ``home`` keyframe (or qpos0) at rest; the targets hold that pose."""
+        if self.home_key >= 0:
+            mujoco.mj_resetDataKeyframe(self.model, self.data, self.home_key)
+        else:
+            mujoco.mj_resetData(self.model, self.data)
+        self.data.ctrl[self.actuator_ids] = self.actuated_positions()
+        mujoco.mj_forward(self.model, self.data)
+
+    def forward(self) -> None:
+        """Recompute kinematics for the current state (``mj_step`` leaves them one step old)."""
+        mujoco.mj_forward(self.model, self.data)
+
+    @property
+    def timestep(self) -> float:
+        """Physics step in seconds."""
+        return float(self.model.opt.timestep)
+
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` physics steps."""
+        for _ in range(n):
+            mujoco.mj_step(self.model, self.data)
+
+    def joint_positions(self) -> np.ndarray:
+        """(N,) joint positions in policy order."""
+        return self.data.qpos[self.qpos_adr].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        """(N,) joint velocities in policy order."""
+        return self.data.qvel[self.dof_adr].copy()
+
+    def actuated_positions(self) -> np.ndarray:
+        """(M,) positions of the actuated joints, in action order."""
+        return self.data.qpos[self.act_qpos_adr].copy()
+
+    def joint_efforts(self) -> np.ndarray:
+        """(N,) actuator forces on the joints (N·m or N)."""
+        return self.data.qfrc_actuator[self.dof_adr].copy()
+
+    def joint_targets(self) -> np.ndarray:
+        """(M,) current position-actuator targets, in action order."""
+        return self.data.ctrl[self.actuator_ids].copy()
+
+    def set_joint_targets(self, q: np.ndarray) -> None:
+        """Position targets (M,) in action order, clipped to the actuators' ctrlrange."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != (len(self.actuated),):
+            raise ValueError(f"expected {len(self.actuated)} joint targets "
+                             f"{list(self.actuated)}, got shape {q.shape}")
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"joint targets must be finite, got {q.tolist()}")
+        ids = self.actuator_ids
+        limited = self.model.actuator_ctrllimited[ids].astype(bool)
+        lo, hi = self.model.actuator_ctrlrange[ids].T
+        self.data.ctrl[ids] = np.where(limited, np.clip(q, lo, hi), q)
+
+    # -- rendering --------------------------------------------------------------------------
+    def _renderer(self, height: int, width: int) -> mujoco.Renderer:
+        key = (height, width)
+        if key not in self._renderers:
+            vis = self.model.vis
+            vis.global_.offwidth = max(vis.global_.offwidth, width)
+            vis.global_.offheight = max(vis.global_.offheight, height)
+            vis.quality.offsamples = 0
+            try:
+                self._renderers[key] = mujoco.Renderer(self.model, height, width)
+                log.debug("offscreen renderer %dx%d (MUJOCO_GL=%s)", width, height, GL_BACKEND)
+            except Exception as err:  # the GL backends raise many different types
+                raise RenderError(
+                    f"offscreen rendering failed with MUJOCO_GL={GL_BACKEND}: {err}. Use "
+                    f"MUJOCO_GL=egl (Mesa EGL: libegl1 libegl-mesa0 libgl1-mesa-dri) or "
+                    f"MUJOCO_GL=osmesa (libosmesa6), set before the process starts"
+                ) from err
+        return self._renderers[key]
+
+    def render(self, camera: CameraSpec) -> np.ndarray:
+        """(H, W, 3) uint8 RGB from ``camera`` of the current state."""
+        renderer = self._renderer(camera.height, camera.width)
+        self.forward()
+        renderer.update_scene(self.data, camera=camera.name)
+        flags = renderer.scene.flags
+        flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        return renderer.render()
+
+    def render_all(self) -> dict[str, np.ndarray]:
+        """Every configured camera, by name."""
+        return {cam.name: self.render(cam) for cam in self.cameras}
+
+    def close(self) -> None:
+        """Free the GL contexts."""
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()

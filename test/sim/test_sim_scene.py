@@ -1,0 +1,137 @@
+"""The MuJoCo scene, task and episode env without ROS: names, errors, rendering, seeded resets."""
+
+import numpy as np
+import pytest
+
+from snapflow_ros.sim.env import MujocoEnv
+from snapflow_ros.sim.scene import (
+    CameraSpec,
+    Scene,
+    SceneError,
+    default_scene_path,
+    load_model,
+)
+from snapflow_ros.sim.tasks import ReachTwoTargets, make_task
+from snapflow_ros.topic_map import load_topic_map
+
+JOINTS = [f"joint{i}" for i in range(1, 7)]
+CAMS = [CameraSpec("front", 224, 224), CameraSpec("wrist", 96, 128)]
+
+
+def _env(cameras=CAMS, **kw):
+    scene = Scene(load_model(None), JOINTS, cameras, physics_rate_hz=500.0)
+    return MujocoEnv(scene, ReachTwoTargets(scene), **kw)
+
+
+def test_packaged_scene_has_everything_the_topic_map_names():
+    tm = load_topic_map()
+    scene = Scene(load_model(default_scene_path()), tm.state_names,
+                  [CameraSpec(c.name, c.height, c.width) for c in tm.cameras],
+                  actuated=tm.action_names)
+    assert scene.timestep == pytest.approx(0.002)
+    assert scene.joint_positions().shape == (6,)
+    assert np.allclose(scene.joint_targets(), scene.actuated_positions())  # holds home
+    images = scene.render_all()
+    assert set(images) == {"front", "wrist"}
+    for img in images.values():
+        assert img.shape == (224, 224, 3) and img.dtype == np.uint8
+        assert img.std() > 5  # a real picture, not a blank buffer
+
+
+def test_missing_scene_file_is_named(tmp_path):
+    with pytest.raises(SceneError, match="does not exist.*'scene' parameter"):
+        load_model(tmp_path / "nope.xml")
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<mujoco><worldbody><geom type='sphere'/></worldbody>")
+    with pytest.raises(SceneError, match="not a loadable MJCF"):
+        load_model(bad)
+
+
+def test_missing_camera_lists_the_scene_cameras():
+    with pytest.raises(SceneError, match=r"camera\(s\) \['top'\].*\['front', 'wrist'\]"):
+        Scene(load_model(None), JOINTS, [CameraSpec("top")])
+
+
+def test_missing_joint_lists_the_scene_joints():
+    with pytest.raises(SceneError, match=r"joint\(s\) \['elbow'\].*'joint1'.*'joint6'"):
+        Scene(load_model(None), ["joint1", "elbow"])
+
+
+def test_joint_without_position_actuator_is_named(tmp_path):
+    xml = default_scene_path().read_text().replace(
+        '<position name="joint6" joint="joint6" ctrlrange="-2.9 2.9" kp="80" kv="3"/>', "")
+    path = tmp_path / "no_act.xml"
+    path.write_text(xml)
+    with pytest.raises(SceneError, match=r"\['joint6'\] have no position actuator.*joint5"):
+        Scene(load_model(path), JOINTS)
+
+
+def test_task_needs_its_targets():
+    scene = Scene(load_model(None), JOINTS)
+    assert make_task("none", scene).name == "none"
+    with pytest.raises(ValueError, match="unknown task 'reach'.*reach_two_targets"):
+        make_task("reach", scene)
+
+
+def test_task_on_a_scene_without_targets_lists_what_it_has(tmp_path):
+    xml = default_scene_path().read_text().replace('name="target_b"', 'name="goal_b"')
+    path = tmp_path / "one_target.xml"
+    path.write_text(xml)
+    scene = Scene(load_model(path), JOINTS)
+    with pytest.raises(SceneError, match=r"missing \['target_b'\].*'goal_b'"):
+        ReachTwoTargets(scene)
+
+
+def test_targets_are_clipped_to_the_actuator_range_and_must_be_finite():
+    scene = Scene(load_model(None), JOINTS)
+    scene.set_joint_targets(np.array([9.0, 0, 0, 0, 0, -9.0]))
+    assert scene.joint_targets()[0] == pytest.approx(2.9)
+    assert scene.joint_targets()[5] == pytest.approx(-2.9)
+    with pytest.raises(ValueError, match="expected 6 joint targets"):
+        scene.set_joint_targets(np.zeros(5))
+    with pytest.raises(ValueError, match="finite"):
+        scene.set_joint_targets(np.full(6, np.nan))
+
+
+def test_same_seed_same_first_images_other_seed_other_targets():
+    env = _env()
+    env.reset(3)
+    first = env.get_observation()
+    env.apply_action(env.scene.actuated_positions() + 0.3, 0.5)  # disturb the state
+    env.reset(3)
+    again = env.get_observation()
+    for cam in ("front", "wrist"):
+        assert np.array_equal(first["images"][cam], again["images"][cam])
+    assert np.array_equal(first["state"], again["state"])
+    env.reset(4)
+    other = env.get_observation()
+    assert not np.array_equal(first["images"]["front"], other["images"]["front"])
+
+
+def test_sim_time_is_strictly_increasing_across_resets():
+    env = _env(cameras=())
+    s0 = env.reset(1)
+    env.step(10)
+    t_before = env.time_ns
+    s1 = env.reset(1)
+    assert s1.start_ns == t_before + env.dt_ns > s0.start_ns
+    assert env.episode_time_ns == 0 and s1.episode == s0.episode + 1
+
+
+def test_position_actuators_reach_a_commanded_pose():
+    env = _env(cameras=())
+    env.reset(0)
+    goal = env.scene.actuated_positions() + np.array([0.4, -0.2, 0.3, 0.5, -0.3, 0.6])
+    env.apply_action(goal, 1.5)
+    assert np.abs(env.scene.joint_positions() - goal).max() < 0.02
+
+
+def test_episode_times_out_without_success():
+    env = _env(cameras=(), episode_timeout_s=0.1)
+    env.reset(0)
+    env.step(49)
+    assert not env.is_episode_complete()
+    env.step(1)
+    assert env.is_episode_complete()
+    assert (env.status.reason, env.status.success, env.status.end_ns) == ("timeout", False,
+                                                                          env.time_ns)
