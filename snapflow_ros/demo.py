@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from snapflow_ros.distill.metrics import mode_metrics as _mode_metrics
 from snapflow_ros.policies import SnapFlowSmolVLA, load_policy, save_policy
 from snapflow_ros.policies.tiny import make_smolvla
 from snapflow_ros.recipe import load_recipe
@@ -68,14 +69,10 @@ class TwoTargetTask:
 
 
 def mode_metrics(actions: torch.Tensor, modes: torch.Tensor, truth: torch.Tensor) -> dict:
-    """Nearest-mode distance / |Δ/2|², share of mode 0, and GT-MSE, for (B, H, A) samples."""
-    dist = (actions[:, None] - modes).pow(2).sum((2, 3))
-    half_gap = ((modes[:, 0] - modes[:, 1]) / 2).pow(2).sum((1, 2))
-    return {
-        "nearest_mode": round((dist.min(1).values / half_gap).mean().item(), 4),
-        "mode0_share": round((dist.argmin(1) == 0).float().mean().item(), 3),
-        "gt_mse": round((actions - truth).pow(2).mean().item(), 4),
-    }
+    """Nearest-mode distance / |Δ/2|², mode-0 share and GT-MSE (``distill.metrics``), rounded."""
+    m = _mode_metrics(actions, modes, truth)
+    return {"nearest_mode": round(m["nearest_mode"], 4), "mode0_share": round(m["mode0_share"], 3),
+            "gt_mse": round(m["gt_mse"], 4)}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from snapflow_ros.conversions.image import fill_image_msg
 from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import fill_stamp, stamp_to_ns
 from snapflow_ros.nodes.mujoco_bridge_params import MujocoBridgeParams
-from snapflow_ros.nodes.params import declare, describe, updated
+from snapflow_ros.nodes.params import declare, help_requested, updated, usage
 from snapflow_ros.sim.env import EpisodeStatus, MujocoEnv
 from snapflow_ros.sim.runner import SimRunner
 from snapflow_ros.sim.scene import CameraSpec, Scene, load_model
@@ -238,12 +238,8 @@ class MujocoBridgeNode(Node):
 def main(args: list[str] | None = None) -> int:
     """``mujoco_bridge [--ros-args -p name:=value ...]``; exits 1 on a bad configuration."""
     argv = sys.argv if args is None else args
-    if any(a in ("-h", "--help") for a in argv[1:]):
-        lines = ["usage: mujoco_bridge [--ros-args -p NAME:=VALUE ... --params-file "
-                 "config/mujoco_bridge.yaml]", __doc__.split("\n")[0], "", "parameters:"]
-        lines += [f"  {name} (default {default!r}): {text}"
-                  for name, default, text in describe(MujocoBridgeParams)]
-        print("\n".join(lines))  # noqa: T201
+    if help_requested(argv):
+        print(usage("mujoco_bridge", __doc__.split("\n")[0], MujocoBridgeParams))  # noqa: T201
         return 0
     rclpy.init(args=argv)
     try:

@@ -103,3 +103,18 @@ def updated(current: T, parameters: list[Any]) -> T:
             tp = _field_type(cls, cls.__dataclass_fields__[p.name])
             changes[p.name] = _coerce(tp, p.value)
     return dataclasses.replace(current, **changes)
+
+
+def help_requested(argv: list[str]) -> bool:
+    """``-h``/``--help`` among the arguments before ``--ros-args``."""
+    user = argv[1: argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    return "-h" in user or "--help" in user
+
+
+def usage(executable: str, summary: str, cls: type) -> str:
+    """A node's ``--help`` text: how to pass parameters, then each one with default and help."""
+    lines = [f"usage: {executable} [--ros-args -p NAME:=VALUE ... | --params-file FILE]", "",
+             summary, "", "parameters:"]
+    lines += [f"  {name} (default {default!r}): {help_text}"
+              for name, default, help_text in describe(cls)]
+    return "\n".join(lines)

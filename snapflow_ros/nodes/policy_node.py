@@ -35,7 +35,7 @@ from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import NS, stamp_to_ns
 from snapflow_ros.conversions.trajectory import chunk_to_trajectory
 from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
-from snapflow_ros.nodes.params import declare, describe, updated
+from snapflow_ros.nodes.params import declare, help_requested, updated, usage
 from snapflow_ros.runtime.chunking import ChunkScheduler
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded
 from snapflow_ros.runtime.observation import ObservationBuffer, Snapshot
@@ -310,20 +310,11 @@ class PolicyNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
 
-def _usage() -> str:
-    lines = ["usage: policy_node [--ros-args -p name:=value ... | --params-file FILE]", "",
-             "Runs a SnapFlow / LeRobot flow-matching policy on camera and joint-state topics.",
-             "", "parameters:"]
-    lines += [f"  {name} (default {default!r}): {help_text}"
-              for name, default, help_text in describe(PolicyNodeParams)]
-    return "\n".join(lines)
-
-
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv if args is None else args
-    user_args = argv[1: argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    if "-h" in user_args or "--help" in user_args:
-        print(_usage())  # noqa: T201
+    if help_requested(argv):
+        print(usage("policy_node", "Runs a SnapFlow / LeRobot flow-matching policy on camera "  # noqa: T201
+                    "and joint-state topics.", PolicyNodeParams))
         return 0
     rclpy.init(args=argv)
     node = PolicyNode()

@@ -28,7 +28,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from snapflow_ros.data.bag_recorder import STORAGES, BagRecorder, RecorderError
-from snapflow_ros.nodes.params import check_fields, declare, describe, updated
+from snapflow_ros.nodes.params import check_fields, declare, help_requested, updated, usage
 from snapflow_ros.topic_map import ROS_TYPES, TopicMap, load_topic_map
 
 RO = {"read_only": True}
@@ -148,20 +148,11 @@ class RecorderNode(Node):
             self.get_logger().info(f"episode saved at shutdown: {path}")
 
 
-def _usage() -> str:
-    lines = ["usage: record [--ros-args -p NAME:=VALUE ...]", "",
-             __doc__.split("\n\n")[0].replace("``", ""), "",
-             "parameters:"]
-    lines += [f"  {name} (default {default!r}): {help_text}"
-              for name, default, help_text in describe(RecorderParams)]
-    return "\n".join(lines)
-
-
 def main(args: list[str] | None = None) -> int:
     argv = sys.argv if args is None else args
-    user_args = argv[1: argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
-    if "-h" in user_args or "--help" in user_args:
-        print(_usage())  # noqa: T201
+    if help_requested(argv):
+        print(usage("record", __doc__.split("\n\n")[0].replace("``", ""),  # noqa: T201
+                    RecorderParams))
         return 0
     rclpy.init(args=argv)
     node = None

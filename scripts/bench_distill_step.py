@@ -1,0 +1,110 @@
+"""Cost of one SnapFlow distillation step vs one plain flow-matching training step.
+
+Same policy, same batch, same trainable parameters (``freeze_for_snapflow``: action expert,
+its projections/time MLP, φ), same AdamW; the variants run interleaved (round-robin) so their
+ratio comes from one machine state:
+
+* ``fm_lerobot``: lerobot's own ``SmolVLAPolicy.forward`` loss (prefix and suffix in one pass)
+  + backward + step: a plain flow-matching training step;
+* ``fm_snapflow``: ``snapflow_loss`` with every row FM (prefix once + one grad expert pass);
+* ``distill``: ``snapflow_loss`` with the paper's α = 0.5 (half the rows consistency; rows
+  alternate per repetition, so batch 1 averages an FM and a consistency row): prefix once,
+  one grad pass, K = 2 no-grad passes over the consistency rows;
+* ``distill_all_cons``: every row consistency (the worst case of the routing);
+* ``distill_k10``: like ``distill`` with the K = 10 Euler-step target (an option beyond the
+  paper): 10 no-grad passes over the consistency rows.
+
+    bash scripts/run.sh python scripts/bench_distill_step.py                      # tiny
+    bash scripts/run.sh python scripts/bench_distill_step.py --shape full --batch 1 2 --reps 3
+
+Prints one JSON object (mean and p50 ms per step, ratios of means to ``fm_lerobot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
+
+import torch  # noqa: E402
+
+from snapflow_ros.core import SnapFlowLossConfig  # noqa: E402
+from snapflow_ros.policies import SnapFlowSmolVLA  # noqa: E402
+from snapflow_ros.policies.tiny import make_smolvla, random_batch  # noqa: E402
+
+VARIANTS = ("fm_lerobot", "fm_snapflow", "distill", "distill_all_cons", "distill_k10")
+
+
+def _step(policy: SnapFlowSmolVLA, batch: dict, variant: str, rep: int,
+          opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    size = batch["action"].shape[0]
+    if variant == "fm_lerobot":
+        loss, _ = policy.policy.forward(batch)
+    else:
+        if variant == "fm_snapflow":
+            mask = torch.ones(size, dtype=torch.bool)
+        elif variant in ("distill", "distill_k10"):
+            mask = (torch.arange(size) + rep) % 2 == 0
+        else:
+            mask = torch.zeros(size, dtype=torch.bool)
+        config = SnapFlowLossConfig(target_steps=10 if variant == "distill_k10" else 2)
+        loss = policy.snapflow_loss(batch, config, generator=gen,
+                                    fm_mask=mask.to(policy.device)).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def measure(shape: str, batch_size: int, reps: int, warmup: int) -> dict:
+    lerobot_policy, pre, _ = make_smolvla(shape, seed=0)
+    policy = SnapFlowSmolVLA(lerobot_policy)
+    params = policy.freeze_for_snapflow()
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    policy.train()
+    gen = torch.Generator().manual_seed(0)
+    batch = pre(random_batch(policy.config, batch_size, generator=gen))
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for rep in range(warmup + reps):
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            _step(policy, batch, variant, rep, opt, gen)
+            if rep >= warmup:
+                times[variant].append((time.perf_counter() - start) * 1e3)
+    base = statistics.fmean(times["fm_lerobot"])
+    return {
+        "shape": shape, "batch": batch_size, "reps": reps,
+        "params_total_M": round(sum(p.numel() for p in policy.parameters()) / 1e6, 2),
+        "params_trained_M": round(sum(p.numel() for p in params) / 1e6, 2),
+        "chunk": policy.config.chunk_size,
+        "ms_mean": {v: round(statistics.fmean(t), 2) for v, t in times.items()},
+        "ms_p50": {v: round(statistics.median(t), 2) for v, t in times.items()},
+        "ratio_to_fm_lerobot": {v: round(statistics.fmean(t) / base, 3)
+                                for v, t in times.items()},
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", choices=["tiny", "full"], default="tiny")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--reps", type=int, default=None, help="default: 30 (tiny), 3 (full)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    reps = args.reps or (30 if args.shape == "tiny" else 3)
+    runs = [measure(args.shape, b, reps, args.warmup) for b in args.batch]
+    report = {"device": "cpu", "threads": args.threads, "torch": torch.__version__,
+              "machine": platform.processor() or platform.machine(), "runs": runs}
+    print(json.dumps(report, indent=2))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
