@@ -8,6 +8,7 @@ package's dependencies are installed.
 TOOLS: dict[str, str] = {
     "bench": "snapflow_ros.bench:main",
     "demo": "snapflow_ros.demo:main",
+    "demo_synthetic": "snapflow_ros.demo_synthetic:main",
     "mujoco_bridge": "snapflow_ros.nodes.mujoco_bridge_node:main",
     "sim_demos": "snapflow_ros.nodes.sim_demos:main",
     "distill": "snapflow_ros.distill.cli:main_distill",
@@ -19,7 +20,8 @@ TOOLS: dict[str, str] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "bench": "time 1-NFE vs N-step action-chunk generation per stage (prints JSON with --json)",
-    "demo": "end-to-end demo on a built-in tiny SmolVLA: train, SnapFlow-distill, save, sample",
+    "demo": "closed-loop demo: sim demos -> bags -> dataset -> teacher -> SnapFlow -> ROS nodes",
+    "demo_synthetic": "one-minute SnapFlow demo on a tiny SmolVLA and synthetic data (no ROS)",
     "mujoco_bridge": "ROS 2 node: MuJoCo scene on the topic map's topics, /clock, reset, success",
     "sim_demos": "scripted-expert demos through the MuJoCo bridge, one rosbag2 (mcap) per episode",
     "distill": "SnapFlow self-distillation of a LeRobot policy on a LeRobot dataset (+ eval)",

@@ -31,7 +31,7 @@ RUN_CONFIG = "distill_config.yaml"
 RESUMABLE_CHANGES = frozenset({
     "steps", "save_every", "keep_checkpoints", "log_every", "eval_episodes", "eval_max_samples",
     "eval_batch_size", "eval_seed", "num_workers", "video_backend", "torch_threads", "device",
-    "dtype", "resume", "overwrite", "stop_after",
+    "dtype", "resume", "overwrite", "stop_after", "cache_dataset", "cache_limit_gb",
 })
 DEVICES_HELP = "auto (cuda when visible, else cpu), cpu, cuda, cuda:N"
 DTYPES = ("auto", "float32", "bfloat16")
@@ -92,6 +92,9 @@ class DistillConfig:
     log_every: int = _help("write a log.jsonl line every N steps", 10)
     stop_after: int | None = _help("end this session after step N with a checkpoint (resumable)")
     num_workers: int = _help("DataLoader worker processes", 2)
+    cache_dataset: bool = _help("decode the training frames once and keep them in memory "
+                                "(small datasets, where decoding dominates a step)", False)
+    cache_limit_gb: float = _help("refuse cache_dataset above this estimated size", 8.0)
     video_backend: str = _help("video decoding: auto (torchcodec if it loads, else pyav)", "auto")
     torch_threads: int | None = _help("torch CPU threads (default: torch's)")
     # -- held-out evaluation
@@ -119,6 +122,7 @@ class DistillConfig:
         _check(self.stop_after is None or self.stop_after >= 1, "stop_after", self.stop_after,
                ">= 1 or null")
         _check(self.num_workers >= 0, "num_workers", self.num_workers, ">= 0")
+        _check(self.cache_limit_gb > 0, "cache_limit_gb", self.cache_limit_gb, "> 0")
         _check(self.video_backend in VIDEO_BACKENDS, "video_backend", self.video_backend,
                f"one of {VIDEO_BACKENDS}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {DTYPES}")

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,40 @@ def batches(loader: torch.utils.data.DataLoader, sampler: EpochBatchSampler, epo
             position += 1
             yield batch, epoch, position
         epoch, position = epoch + 1, 0
+
+
+def _nbytes(item: dict[str, Any]) -> int:
+    return sum(v.element_size() * v.nelement() for v in item.values() if torch.is_tensor(v))
+
+
+class InMemoryDataset(torch.utils.data.Dataset):
+    """The items of ``dataset`` at ``indices``, decoded once and kept in memory.
+
+    For small datasets (a few thousand frames) decoding and the chunk queries cost more than
+    the training step itself; this pays them once. Batches are identical to the uncached path.
+    """
+
+    def __init__(self, dataset: Any, indices: Sequence[int], *, max_bytes: float,
+                 progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        indices = list(indices)
+        estimate = _nbytes(dataset[indices[0]]) * len(indices) if indices else 0
+        if estimate > max_bytes:
+            raise DistillError(
+                f"cache_dataset would hold ~{estimate / 1e9:.1f} GB for {len(indices)} frames "
+                f"(cache_limit_gb {max_bytes / 1e9:g}); drop --cache_dataset or raise the limit"
+            )
+        self.meta = dataset.meta
+        self._length = len(dataset)
+        self._items = {i: dataset[i] for i in tqdm(indices, desc="caching frames", unit="frame",
+                                                   disable=not progress, file=sys.stderr)}
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._items[int(index)]
 
 
 def make_loader(dataset: Any, sampler: EpochBatchSampler, num_workers: int) -> Any:

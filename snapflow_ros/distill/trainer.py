@@ -114,6 +114,11 @@ def distill(config: DistillConfig) -> DistillResult:
     train_eps, held_out = D.split_episodes(dataset.meta.total_episodes, config.eval_episodes)
     sampler = D.EpochBatchSampler(D.frames_of(dataset, train_eps), config.batch_size,
                                   seed=config.seed, rank=rank, world=world)
+    train_data, workers = dataset, config.num_workers
+    if config.cache_dataset:  # decoded once; worker processes would only copy the cache
+        train_data = D.InMemoryDataset(dataset, D.frames_of(dataset, train_eps),
+                                       max_bytes=config.cache_limit_gb * 1e9, progress=main)
+        workers = 0
     loaded = teacher
     if resume_from is not None:  # the checkpoint's weights; the teacher is reloaded for eval
         loaded = load_policy(resume_from / S.POLICY_DIR, device=device)
@@ -180,7 +185,7 @@ def distill(config: DistillConfig) -> DistillResult:
     model: nn.Module = LossModule(policy, loss)
     if world > 1:
         model = accel.prepare_model(model)
-    loader = D.make_loader(dataset, sampler, config.num_workers)
+    loader = D.make_loader(train_data, sampler, workers)
     stream = D.batches(loader, sampler, epoch, position, config.seed)
     autocast = autocast_for(device, dtype)
     saved_at = step if resume_from else -1

@@ -19,8 +19,9 @@ class MujocoBridgeParams:
         **RO, "help": "MJCF scene file; empty: the packaged reach_two_targets arm. Its joint "
                       "and camera names must be the topic map's"})
     task: str = field(default="reach_two_targets", metadata={
-        **RO, "help": "episode scoring: reach_two_targets (needs the packaged scene's targets) "
-                      "or none", "choices": TASKS})
+        **RO, "help": "episode scoring: reach_two_targets (random target places) or "
+                      "reach_two_fixed_targets (both need the packaged scene's targets), or none",
+        "choices": TASKS})
     topic_map: str = field(default="", metadata={
         **RO, "help": "topic map YAML (cameras, joints, action topic); empty: the packaged "
                       "config/topic_map.yaml"})

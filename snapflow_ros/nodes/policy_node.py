@@ -108,6 +108,7 @@ class PolicyNode(LifecycleNode):
             1.0 / self._rate(self.topic_map), self._control_tick,
             callback_group=MutuallyExclusiveCallbackGroup())
         self._active, self._state = True, "active"
+        self._wake.set()  # the first chunk now: a lock-stepped sim may be paused, waiting for it
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -211,15 +212,17 @@ class PolicyNode(LifecycleNode):
                 continue
             try:
                 result = self.engine.infer(self._now, self._decode, self._predict)
+                if isinstance(result, ChunkResult):
+                    self._publish_chunk(result)
+                elif result.kind != "waiting":
+                    self.get_logger().warn(f"holding: {result.reason}",
+                                           throttle_duration_sec=2.0)
             except Exception as err:  # a failing model must not kill the node: hold, report
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down (e.g. SIGTERM while publishing): nothing to report
                 self.engine.counters["errors"] += 1
                 self._error = f"inference failed: {err}"
                 self.get_logger().error(self._error, throttle_duration_sec=5.0)
-                continue
-            if isinstance(result, ChunkResult):
-                self._publish_chunk(result)
-            elif result.kind != "waiting":
-                self.get_logger().warn(f"holding: {result.reason}", throttle_duration_sec=2.0)
 
     def _decode(self, snap: Snapshot) -> Decoded:
         tm, images = self.topic_map, {}

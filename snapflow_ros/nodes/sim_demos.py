@@ -178,7 +178,7 @@ def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], time
 
 def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_map: str = "",
                  episode_timeout_s: float = 0.0, storage: str = "mcap", namespace: str = "",
-                 wall_timeout_s: float = 120.0) -> list[dict]:
+                 wall_timeout_s: float = 120.0, task: str = "reach_two_targets") -> list[dict]:
     """Record ``episodes`` expert episodes with seeds ``seed, seed+1, ...`` under ``out``.
 
     ``namespace`` prefixes the map's relative topics (and so the bags' topic names). Returns
@@ -190,7 +190,7 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     remap = ["--ros-args", "-r", f"/clock:={ns or '/sim_demos'}/clock"]  # sim time stays ours
     overrides = [Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="frame"),
-                 Parameter("task", value="reach_two_targets"), Parameter("scene", value=scene),
+                 Parameter("task", value=task), Parameter("scene", value=scene),
                  Parameter("topic_map", value=topic_map), Parameter("seed", value=seed),
                  Parameter("episode_timeout_s", value=episode_timeout_s),
                  Parameter("tick_period_s", value=0.001)]  # re-check the gate often
@@ -200,7 +200,7 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
     try:
         tm, env = bridge.topic_map, bridge.runner.env
         if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
-            raise ValueError("sim_demos needs the reach_two_targets task and a topic map whose "
+            raise ValueError("sim_demos needs a reach_two_* task and a topic map whose "
                              f"action type is JointState (it is {tm.action.type})")
         expert = ExpertNode(tm, context=ctx, namespace=ns)
         recorder = EpisodeRecorder(tm, storage, context=ctx, namespace=ns)
@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode-timeout", type=float, default=0.0,
                         help="episode time limit in sim s (0: the task's)")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument("--task", choices=("reach_two_targets", "reach_two_fixed_targets"),
+                        default="reach_two_targets", help="random or fixed target places")
     parser.add_argument("--namespace", default="", help="namespace of the map's topics")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.out)
     summaries = record_demos(args.out, args.episodes, args.seed, scene=args.scene,
                              topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
-                             storage=args.storage, namespace=args.namespace)
+                             storage=args.storage, namespace=args.namespace, task=args.task)
     ok = sum(s["success"] for s in summaries)
     modes = [sum(s["reached"] == m for s in summaries) for m in (0, 1)]
     log.info("%d/%d successful; target a %d, target b %d; bags in %s", ok, len(summaries),

@@ -4,7 +4,10 @@
 at seeded random positions. Touching either one (the ``ee`` site within ``radius`` of a point
 ``hover`` above its centre, held for ``hold_s``) is a success, so demonstrations that pick a
 target at random are bimodal: the average of the two reaches ends between the targets, on
-neither. ``NoTask`` never succeeds (any scene, episodes end only on the bridge's timeout).
+neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two places (left
+and right): the only randomness is the expert's choice, so a policy can solve it from the joint
+state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds (any scene,
+episodes end only on the bridge's timeout).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from snapflow_ros.sim.scene import Scene, SceneError
 
-TASKS = ("reach_two_targets", "none")
+TASKS = ("reach_two_targets", "reach_two_fixed_targets", "none")
 
 
 @dataclass
@@ -74,6 +77,10 @@ class ReachConfig:
     timeout_s: float = 5.0  # episode time limit
 
 
+#: Both targets at the middle of the random ranges, mirrored left/right.
+FIXED_TARGETS = ReachConfig(x_range=(0.33, 0.33), y_range=(0.18, 0.18))
+
+
 class ReachTwoTargets:
     """Reach either of two identical targets (mocap bodies ``target_a``/``target_b``, site
     ``ee``). ``state.info`` holds the goal points and the distance to the nearest one."""
@@ -82,7 +89,9 @@ class ReachTwoTargets:
     TARGETS = ("target_a", "target_b")
     SITE = "ee"
 
-    def __init__(self, scene: Scene, config: ReachConfig | None = None) -> None:
+    def __init__(self, scene: Scene, config: ReachConfig | None = None,
+                 name: str = "reach_two_targets") -> None:
+        self.name = name
         self.config = config or ReachConfig()
         self.timeout_s = self.config.timeout_s
         m = scene.model
@@ -137,6 +146,8 @@ def make_task(name: str, scene: Scene) -> Task:
     """A task by name (``TASKS``); unknown names list the choices."""
     if name == "reach_two_targets":
         return ReachTwoTargets(scene)
+    if name == "reach_two_fixed_targets":
+        return ReachTwoTargets(scene, FIXED_TARGETS, name=name)
     if name == "none":
         return NoTask()
     raise ValueError(f"unknown task {name!r}; choose one of {list(TASKS)}")

@@ -98,3 +98,20 @@ def test_sigterm_checkpoints_after_the_current_step_and_the_run_resumes(tmp_path
     assert main_distill(["--output_dir", str(run), "--resume", "--steps", str(stopped[0] + 2),
                          "--num_workers", "0", "--torch_threads", "1"]) == 0
     assert (run / "student").is_dir()
+
+
+def test_cached_dataset_trains_exactly_like_the_uncached_one(tmp_path, distill_args):
+    run = ("--steps", "4", "--batch_size", "4", "--eval_episodes", "1", "--seed", "5",
+           "--eval_max_samples", "4")
+    assert main_distill(distill_args(tmp_path / "plain", *run)) == 0
+    assert main_distill(distill_args(tmp_path / "cached", *run, "--cache_dataset")) == 0
+    _assert_equal(_weights(tmp_path / "plain" / "student"),
+                  _weights(tmp_path / "cached" / "student"))
+
+
+def test_cache_limit_is_enforced_before_anything_is_written(tmp_path, distill_args, capsys):
+    out = tmp_path / "run"
+    assert main_distill(distill_args(out, "--steps", "2", "--cache_dataset",
+                                     "--cache_limit_gb", "0.000001")) != 0
+    assert "cache_dataset would hold" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())

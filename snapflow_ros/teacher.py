@@ -1,0 +1,95 @@
+"""Train a small flow-matching SmolVLA teacher on a LeRobot dataset (offline, CPU-sized).
+
+Users bring their own fine-tuned policy (``lerobot-train``); the closed-loop demo needs one
+built from scratch in minutes, so this trains a tiny random-initialised lerobot SmolVLA with
+lerobot's own flow-matching loss (``SmolVLAPolicy.forward``) and saves it as a plain LeRobot
+policy directory with its processors: exactly what ``distill`` takes as a teacher.
+
+The policy's features come from the dataset (cameras, state and action sizes); state and
+action are not padded to lerobot's 32 dims (nothing pretrained to stay compatible with).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from snapflow_ros.atomic import atomic_directory
+from snapflow_ros.distill.data import InMemoryDataset, open_dataset
+from snapflow_ros.policies._quiet import quiet_stdout
+from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla_config
+
+log = logging.getLogger(__name__)
+IMAGE_PREFIX = "observation.images."
+
+
+def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps: int) -> Any:
+    """A tiny ``SmolVLAConfig`` whose inputs and outputs match a dataset's ``features``."""
+    cameras = [k.removeprefix(IMAGE_PREFIX) for k in features if k.startswith(IMAGE_PREFIX)]
+    if not cameras or "observation.state" not in features or "action" not in features:
+        raise ValueError(f"the dataset needs camera images, observation.state and action; it "
+                         f"has {sorted(features)}")
+    height, width = features[IMAGE_PREFIX + cameras[0]]["shape"][:2]
+    state_dim = int(features["observation.state"]["shape"][0])
+    action_dim = int(features["action"]["shape"][0])
+    return make_smolvla_config(
+        cached_smolvlm_dir("tiny"), "tiny", cameras=cameras, state_dim=state_dim,
+        action_dim=action_dim, chunk_size=chunk_size, n_action_steps=n_action_steps,
+        image_hw=(int(height), int(width)), max_state_dim=state_dim, max_action_dim=action_dim)
+
+
+def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int = 1500,
+                  batch_size: int = 32, lr: float = 1e-3, chunk_size: int = 30,
+                  n_action_steps: int = 10, seed: int = 0, progress: bool = True) -> Path:
+    """Train on every frame of the dataset (held in memory) and save to ``out_dir``.
+
+    Learning rate: ``lr`` with cosine decay to 5 % over ``steps``. Returns ``out_dir``.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    meta = LeRobotDatasetMetadata(f"local/{Path(dataset_root).name}", root=dataset_root)
+    config = teacher_config(meta.features, chunk_size=chunk_size, n_action_steps=n_action_steps)
+    dataset = open_dataset(dataset_root, None, config)
+    frames = InMemoryDataset(dataset, range(len(dataset)), max_bytes=8e9, progress=progress)
+    torch.manual_seed(seed)
+    with quiet_stdout():
+        policy = SmolVLAPolicy(config)
+    pre, post = make_smolvla_pre_post_processors(config, dataset_stats=meta.stats)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=1e-10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    task = meta.tasks.index[0] if len(meta.tasks) else ""
+    policy.train()
+    bar = tqdm(range(steps), desc="teacher (flow matching)", disable=not progress,
+               file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10.0)
+    for _ in bar:
+        idx = torch.randint(0, len(dataset), (batch_size,), generator=gen).tolist()
+        items = [frames[i] for i in idx]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if torch.is_tensor(
+            items[0][k])}
+        batch["task"] = [it.get("task", task) for it in items]
+        loss, _ = policy.forward(pre(batch))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    policy.eval()
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp, quiet_stdout():
+        policy.save_pretrained(tmp)
+        pre.save_pretrained(tmp)
+        post.save_pretrained(tmp)
+    log.info("teacher: %d steps, last loss %.4f, saved to %s", steps, loss.item(), out_dir)
+    return out_dir
