@@ -26,13 +26,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
-from snapflow_ros.data import bag_messages as bm  # noqa: E402
-from snapflow_ros.data.bag_reader import BagFile  # noqa: E402
-from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert, sync_options  # noqa: E402
-from snapflow_ros.data.frames import iter_frames  # noqa: E402
-from snapflow_ros.data.streams import read_streams, stream_specs  # noqa: E402
-from snapflow_ros.data.sync import plan_bag  # noqa: E402
-from snapflow_ros.topic_map import ACTION_KEY, STATE_KEY, load_topic_map  # noqa: E402
+from snapflow_ros.data import bag_messages as bm
+from snapflow_ros.data.bag_reader import BagFile
+from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert, sync_options
+from snapflow_ros.data.frames import iter_frames
+from snapflow_ros.data.streams import read_streams, stream_specs
+from snapflow_ros.data.sync import plan_bag
+from snapflow_ros.topic_map import ACTION_KEY, STATE_KEY, load_topic_map
 
 NS, MS = 10**9, 10**6
 

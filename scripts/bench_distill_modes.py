@@ -27,15 +27,14 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import torch
+from torch import Tensor, nn
 
-from snapflow_ros.core import (  # noqa: E402
+from snapflow_ros.core import (
     SnapFlowLossConfig,
     TargetTimeEmbedding,
     TargetTimeEmbeddingConfig,
@@ -46,8 +45,8 @@ from snapflow_ros.core import (  # noqa: E402
     snap_sample,
     snapflow_loss,
 )
-from snapflow_ros.distill.metrics import mode_metrics  # noqa: E402
-from snapflow_ros.distill.state import lr_factor  # noqa: E402
+from snapflow_ros.distill.metrics import mode_metrics
+from snapflow_ros.distill.state import lr_factor
 
 H, D, OBS, WIDTH = 8, 4, 4, 32
 TAU = torch.linspace(0, 1, H)
@@ -192,7 +191,7 @@ def main() -> int:
         base = score(teacher, obs, noise, both, truth, {
             "teacher_10": ("euler", 10), "teacher_2": ("euler", 2), "naive_1": ("euler", 1)})
         print(f"seed {seed}: teacher trained in {time.perf_counter() - t0:.0f} s: {base}",
-              file=sys.stderr, flush=True)  # noqa: T201
+              file=sys.stderr, flush=True)
         for name, row in base.items():
             results.setdefault(name, []).append(row)
         for v in variants(args.only):
@@ -203,7 +202,7 @@ def main() -> int:
             rows = score(student, obs, noise, both, truth, {
                 "1": ("snap", 1), "2": ("snap", 2), "teacher_10": ("euler", 10)})
             print(f"seed {seed}: {v.name}: {rows} ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)  # noqa: T201
+                  file=sys.stderr, flush=True)
             for k in ("1", "2"):
                 results.setdefault(f"SnapFlow-{k}: {v.name}", []).append(rows[k])
             results.setdefault(f"10-step after: {v.name}", []).append(rows["teacher_10"])

@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from snapflow_ros.distill.cli import main_distill  # noqa: E402
-from snapflow_ros.distill.metrics import mode_metrics  # noqa: E402
-from snapflow_ros.policies import load_policy  # noqa: E402
-from snapflow_ros.policies.tiny import make_smolvla  # noqa: E402
+from snapflow_ros.distill.cli import main_distill
+from snapflow_ros.distill.metrics import mode_metrics
+from snapflow_ros.policies import load_policy
+from snapflow_ros.policies.tiny import make_smolvla
 
 H, A, BUMP, TASK = 16, 3, 1.0, "reach the nearest of the two targets"
 TAU = np.linspace(0, 1, H)

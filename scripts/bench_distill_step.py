@@ -32,11 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
-import torch  # noqa: E402
+import torch
 
-from snapflow_ros.core import SnapFlowLossConfig  # noqa: E402
-from snapflow_ros.policies import SnapFlowSmolVLA  # noqa: E402
-from snapflow_ros.policies.tiny import make_smolvla, random_batch  # noqa: E402
+from snapflow_ros.core import SnapFlowLossConfig
+from snapflow_ros.policies import SnapFlowSmolVLA
+from snapflow_ros.policies.tiny import make_smolvla, random_batch
 
 VARIANTS = ("fm_lerobot", "fm_snapflow", "distill", "distill_all_cons", "distill_k10")
 

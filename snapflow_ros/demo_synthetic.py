@@ -76,7 +76,8 @@ def mode_metrics(actions: torch.Tensor, modes: torch.Tensor, truth: torch.Tensor
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snapflow_ros demo_synthetic", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="snapflow_ros demo_synthetic",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("snapflow_demo_synthetic"),
                    help="output directory (checkpoint + summary.json)")
     p.add_argument("--fm-steps", type=int, default=300, help="teacher fine-tuning steps")
@@ -157,7 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = dict(teacher_rows)
     rows["snapflow_1"] = loaded.policy.predict_action_chunk(eval_batch, noise=noise)
     rows["snapflow_2"] = loaded.policy.predict_action_chunk(eval_batch, noise=noise, num_steps=2)
-    reload_exact = torch.equal(rows["snapflow_1"], policy.predict_action_chunk(eval_batch, noise=noise))
+    reload_exact = torch.equal(rows["snapflow_1"],
+                               policy.predict_action_chunk(eval_batch, noise=noise))
 
     truth = eval_batch["action"]
     latency = _latency(loaded, eval_raw)
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _latency(loaded: Any, raw: dict[str, Any], reps: int = 15) -> dict[int, float]:
     """p50 ms per chunk (batch 1, preprocessing included) for 1, 2 and 10 steps, interleaved."""
-    obs = {k: (v[0] if torch.is_tensor(v) else v[0]) for k, v in raw.items() if k != "action"}
+    obs = {k: v[0] for k, v in raw.items() if k != "action"}
     times: dict[int, list[float]] = {1: [], 2: [], 10: []}
     for rep in range(reps + 2):
         for n in times:
@@ -206,7 +208,8 @@ def _report(summary: dict[str, Any]) -> str:
     ]
     for key, m in summary["methods"].items():
         lines.append(f"  {names[key]:<24} {m['nfe']:>3} {m['nearest_mode']:>12.3f} "
-                     f"{m['mode0_share']:>12.2f} {m['gt_mse']:>7.3f} {m['ms_per_chunk_p50']:>9.2f}")
+                     f"{m['mode0_share']:>12.2f} {m['gt_mse']:>7.3f} "
+                     f"{m['ms_per_chunk_p50']:>9.2f}")
     speedup = (summary["methods"]["teacher_10"]["ms_per_chunk_p50"]
                / summary["methods"]["snapflow_1"]["ms_per_chunk_p50"])
     lines += [
@@ -221,7 +224,8 @@ def _report(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[demo_synthetic] %(message)s", stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO, format="[demo_synthetic] %(message)s",
+                        stream=sys.stderr,
                         force=True)
     start = time.perf_counter()
     summary = run(args)

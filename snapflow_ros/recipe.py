@@ -36,13 +36,15 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
     data = yaml.safe_load(path.read_text()) or {}
     unknown = set(data) - {"loss", "phi", "sampling"}
     if unknown:
-        raise ValueError(f"'{path}': unknown sections {sorted(unknown)} (known: loss, phi, sampling)")
+        raise ValueError(
+            f"'{path}': unknown sections {sorted(unknown)} (known: loss, phi, sampling)")
     phi = data.get("phi") or {}
     sampling = data.get("sampling") or {}
     for section, keys, allowed in (("phi", phi, PHI_KEYS), ("sampling", sampling, SAMPLING_KEYS)):
         extra = set(keys) - set(allowed)
         if extra:
-            raise ValueError(f"'{path}': unknown {section} keys {sorted(extra)} (known: {allowed})")
+            raise ValueError(
+                f"'{path}': unknown {section} keys {sorted(extra)} (known: {allowed})")
     return Recipe(
         loss=SnapFlowLossConfig.from_dict(data.get("loss") or {}),
         phi={"hidden": phi.get("hidden"), "input": phi.get("input", "s")},

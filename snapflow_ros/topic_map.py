@@ -221,8 +221,8 @@ def topic_map_from_dict(data: dict[str, Any], source: str = "topic map") -> Topi
 
     task_raw = data.get("task") or {}
     _unknown(task_raw, {"source", "text", "topic"}, f"{source}: task")
-    task = TaskSpec(source=str(task_raw.get("source", "fixed")), text=str(task_raw.get("text", "")),
-                    topic=str(task_raw.get("topic", "")))
+    task = TaskSpec(source=str(task_raw.get("source", "fixed")),
+                    text=str(task_raw.get("text", "")), topic=str(task_raw.get("topic", "")))
     if task.source not in TASK_SOURCES:
         raise TopicMapError(f"{source}: task.source must be one of {TASK_SOURCES}, "
                             f"got {task.source!r}")

@@ -16,7 +16,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen rendering on CPU (Mesa EGL)
 os.environ.setdefault("SNAPFLOW_CACHE", tempfile.mkdtemp(prefix="snapflow_test_cache_"))
 
-import pytest  # noqa: E402
+import pytest
 
 
 def pytest_configure(config):

@@ -16,8 +16,8 @@ checkpoint at the end of the current step.
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import random
 import shutil
 import signal

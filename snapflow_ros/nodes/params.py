@@ -64,7 +64,12 @@ def describe(cls: type) -> list[tuple[str, Any, str]]:
 
 def declare(node: Any, cls: type[T]) -> T:
     """Declare every field of ``cls`` on ``node`` and return the validated dataclass."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        ParameterType,
+    )
 
     values = {}
     for name, default, help_text in describe(cls):

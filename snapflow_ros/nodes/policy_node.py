@@ -34,8 +34,8 @@ from snapflow_ros.conversions.image import ImageConversionError, resize_rgb, to_
 from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import NS, stamp_to_ns
 from snapflow_ros.conversions.trajectory import chunk_to_trajectory
-from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.nodes.params import declare, help_requested, updated, usage
+from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.runtime.chunking import ChunkScheduler
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded
 from snapflow_ros.runtime.observation import ObservationBuffer, Snapshot

@@ -226,7 +226,7 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
             _spin_until(executor, lambda: env.status.done, wall_timeout_s, "the episode end")
             final = env.status
             recorder.end_ns = final.end_ns  # before any message of this spin is written
-            _spin_until(executor, lambda: recorder.caught_up(final.end_ns), wall_timeout_s,
+            _spin_until(executor, lambda end=final.end_ns: recorder.caught_up(end), wall_timeout_s,
                         "the last messages")
             counts = recorder.finish(final.to_json(), final.end_ns)
             summary = {"episode": i, "bag": path.name, "seed": final.seed,

@@ -73,7 +73,8 @@ class SmolVLAPrefix:
 
     def rows(self, index: Tensor) -> SmolVLAPrefix:
         """The prefix of batch rows ``index``."""
-        kv = {layer: {k: v[index] for k, v in entry.items()} for layer, entry in self.kv_cache.items()}
+        kv = {layer: {k: v[index] for k, v in entry.items()}
+              for layer, entry in self.kv_cache.items()}
         return SmolVLAPrefix(self.pad_masks[index], kv)
 
 

@@ -176,7 +176,8 @@ def cached_smolvlm_dir(shape: Shape = "tiny", cache_root: str | Path | None = No
     Cache root: ``cache_root``, else ``$SNAPFLOW_CACHE``, else ``~/.cache/snapflow_ros``.
     """
     _check_shape(shape)
-    root = Path(cache_root or os.environ.get("SNAPFLOW_CACHE") or Path.home() / ".cache/snapflow_ros")
+    root = Path(cache_root or os.environ.get("SNAPFLOW_CACHE")
+                or Path.home() / ".cache" / "snapflow_ros")
     path = root / f"smolvlm-{shape}"
     if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
         write_smolvlm_dir(path, shape)

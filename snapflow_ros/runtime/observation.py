@@ -55,7 +55,8 @@ class ObservationBuffer:
 
     def set_limits(self, max_age_ns: int, max_skew_ns: int) -> None:
         if max_age_ns <= 0 or max_skew_ns <= 0:
-            raise ValueError(f"max_age and max_skew must be > 0 ns, got {max_age_ns}, {max_skew_ns}")
+            raise ValueError(
+                f"max_age and max_skew must be > 0 ns, got {max_age_ns}, {max_skew_ns}")
         self.max_age_ns, self.max_skew_ns = int(max_age_ns), int(max_skew_ns)
 
     def put(self, name: str, stamp_ns: int, msg: Any) -> None:

@@ -4,10 +4,10 @@
 at seeded random positions. Touching either one (the ``ee`` site within ``radius`` of a point
 ``hover`` above its centre, held for ``hold_s``) is a success, so demonstrations that pick a
 target at random are bimodal: the average of the two reaches ends between the targets, on
-neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two places (left
-and right): the only randomness is the expert's choice, so a policy can solve it from the joint
-state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds (any scene,
-episodes end only on the bridge's timeout).
+neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two
+places (left and right): the only randomness is the expert's choice, so a policy can solve it
+from the joint state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds
+(any scene, episodes end only on the bridge's timeout).
 """
 
 from __future__ import annotations

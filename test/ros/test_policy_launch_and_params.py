@@ -75,12 +75,12 @@ def test_launch_file_starts_the_node_and_a_chunk_arrives(tmp_path):
     import time
 
     import numpy as np
-    from launch import LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from sensor_msgs.msg import Image, JointState
     from trajectory_msgs.msg import JointTrajectory
 
+    from launch import LaunchService
     from snapflow_ros.conversions.image import fill_image_msg
 
     data = yaml.safe_load((ROOT / "config" / "topic_map.yaml").read_text())
