@@ -118,10 +118,16 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
               **(policy_params or {})}
     proc = _policy_process(ns, remap, str(policy_path), params, log_path)
     node = rclpy.create_node("closed_loop", context=ctx, namespace=ns)
-    diag: dict[str, str] = {}
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diag.update(
-        {kv.key: kv.value for s in m.status if s.name == "snapflow_ros: policy_node"
-         and s.hardware_id == str(policy_path) for kv in s.values}), 10)
+    diag: dict[str, Any] = {"received": 0}
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if (status.name == "snapflow_ros: policy_node"
+                    and status.hardware_id == str(policy_path)):
+                diag.update({kv.key: kv.value for kv in status.values})
+                diag["received"] += 1
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     change = node.create_client(ChangeState, "policy_node/change_state")
     reset = node.create_client(Trigger, "mujoco_bridge/reset")
     executor = SingleThreadedExecutor(context=ctx)
@@ -153,16 +159,20 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
                 transition(Transition.TRANSITION_DEACTIVATE, "deactivate")
             bridge.node.set_parameters([Parameter("seed", value=int(seed))])
             call(reset, Trigger.Request(), "the bridge reset")
-            chunks0, start = int(diag.get("chunks", 0)), time.monotonic()
+            chunks0, start = bridge.node.runner.trajectories, time.monotonic()
             transition(Transition.TRANSITION_ACTIVATE, "activate")
             active = True
             _wait(lambda: env.status.done, wall_timeout_s, f"the end of episode seed {seed}")
-            time.sleep(0.25)  # one more diagnostics message with this episode's counters
+            seen = diag["received"]  # one more diagnostics message, with this episode's latency
+            try:
+                _wait(lambda: diag["received"] > seen, 5.0, "policy_node diagnostics")
+            except TimeoutError:
+                pass  # latency then reads from the last message; the episode result stands
             status = env.status
             results.append({
                 "seed": int(seed), "success": bool(status.success), "reached": status.reached,
                 "time_s": round(status.time_s, 3), "wall_s": round(time.monotonic() - start, 3),
-                "chunks": int(diag.get("chunks", 0)) - chunks0,
+                "chunks": bridge.node.runner.trajectories - chunks0,  # as the sim received them
                 "model_ms_p50": float(diag.get("model_ms_p50", "nan")),
             })
         return results

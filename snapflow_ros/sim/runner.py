@@ -100,6 +100,7 @@ class SimRunner:
         self.joint_period_ns = round(NS / config.joint_state_rate_hz)
         self.lead_ns = round(config.lead_s * NS)
         self.steps = self.frames = self.overruns = self.gate_timeouts = 0
+        self.trajectories = 0  # trajectories (chunks) accepted, over all episodes
         self.render_s: list[float] = []  # per frame (all cameras), the last ~300
         self._next_frame = self._next_joints = 0
         self._anchor: tuple[float, int] | None = None  # (wall s, sim ns) for realtime
@@ -138,6 +139,7 @@ class SimRunner:
         self._apply_trajectory()
         self._chunk_end = max(self._chunk_end, self.follower.end_ns)
         self._note_command(start_ns)
+        self.trajectories += 1
 
     def _note_command(self, stamp_ns: int) -> None:
         self._last_cmd_sim = self.env.time_ns

@@ -123,6 +123,7 @@ def test_chunk_gate_runs_to_the_end_of_the_newest_chunk_and_publishes_the_clock_
     assert sink.stamps("clock")[-1] == runner.env.time_ns
     runner.command_trajectory(JOINTS, start + 100 * MS, [200 * MS], [q])  # ends earlier
     assert runner.advance(sink) == 0  # the newest end counts, it never moves back
+    assert runner.trajectories == 2  # accepted chunks are counted; per-step commands are not
     wall.t += 5.1
     assert runner.advance(sink) == 50 and runner.gate_timeouts == 1
 
