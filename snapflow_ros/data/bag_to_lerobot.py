@@ -8,7 +8,8 @@ camera resampled at the map's fps; every other feature is the latest message at 
 frame's stamp and at most ``--max-age`` older (``align``/``sync`` give the exact rules). Each bag
 is an episode, or each start/stop interval of ``--episode-topic``; a frame that cannot be filled
 ends the episode there (``sync``). The dataset and its sync report appear all at once or not at
-all.
+all; ``--append`` adds episodes to an existing dataset the same way (its sync report then covers
+the old bags and the new).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class ConvertConfig:
     streaming_encoding: bool = False
     min_episode_frames: int = 1
     overwrite: bool = False
+    append: bool = False
     image_writer_threads: int = 2
     progress: bool = True
 
@@ -112,8 +114,9 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
         cfg.output, repo_id=cfg.repo_id or f"local/{cfg.output.name}", fps=int(opts.fps),
         features=tm.lerobot_features(video=cfg.video), robot_type=tm.robot_type,
         video=cfg.video, vcodec=cfg.vcodec, image_writer_threads=cfg.image_writer_threads,
-        overwrite=cfg.overwrite, streaming=cfg.streaming_encoding)
+        overwrite=cfg.overwrite, append=cfg.append, streaming=cfg.streaming_encoding)
     with writer:
+        earlier = _earlier_bags(cfg.output) if writer.appended_to else []
         for path in bags:
             with BagFile(path) as bag:
                 task = bag_task(cfg, bag.custom_data, path)
@@ -136,15 +139,26 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
                     "video": cfg.video, "vcodec": cfg.vcodec if cfg.video else None,
                     "streaming_encoding": cfg.video and cfg.streaming_encoding,
                     "min_episode_frames": cfg.min_episode_frames, "topic_map": tm.to_dict()}
-        report = build_report(cfg.output, opts, entries, settings)
-        if report["totals"]["frames_written"] == 0:
+        new = build_report(cfg.output, opts, entries, settings)["totals"]
+        if new["frames_written"] == 0:
             raise ConversionError(
                 "no frame could be filled in any bag (dropped: "
-                f"{report['totals']['dropped'] or 'nothing: the reference topic is empty'}); "
+                f"{new['dropped'] or 'nothing: the reference topic is empty'}); "
                 "check the topics' stamps and rates, or widen --max-age / --max-age-for")
+        report = build_report(cfg.output, opts, earlier + entries, settings)
         writer.extra_files = {JSON_NAME: json.dumps(_clean(report), indent=2) + "\n",
                               TEXT_NAME: format_summary(report)}
     return report
+
+
+def _earlier_bags(root: Path) -> list[dict[str, Any]]:
+    """The bag entries of the sync report of the dataset being appended to (none without)."""
+    try:
+        return list(json.loads((root / JSON_NAME).read_text())["bags"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s has no readable %s; the new report covers the appended bags only",
+                    root, JSON_NAME)
+        return []
 
 
 def _clean(obj: Any) -> Any:
@@ -198,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop gap-free pieces shorter than this (default: 1)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset at --output (only once the new one is done)")
+    p.add_argument("--append", action="store_true",
+                   help="add these bags' episodes to the dataset at --output (same topic map "
+                        "and --video; the old dataset stays as it was if anything fails)")
     p.add_argument("--image-writer-threads", type=int, default=2,
                    help="threads writing frame images while bags are read (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -217,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             episode_topic=args.episode_topic, task=args.task, video=args.video,
             vcodec=args.vcodec, streaming_encoding=args.streaming_encoding,
             min_episode_frames=args.min_episode_frames,
-            overwrite=args.overwrite, image_writer_threads=args.image_writer_threads,
+            overwrite=args.overwrite, append=args.append, image_writer_threads=args.image_writer_threads,
             progress=not args.no_progress)
         report = convert(cfg)
     except (BagError, ConversionError, DatasetExistsError, TopicMapError, ValueError) as err:

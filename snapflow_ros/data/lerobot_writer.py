@@ -4,12 +4,16 @@
 (``snapflow_ros.atomic``) and moves it into place only after ``finalize()`` (which lerobot
 requires: it writes the parquet footers) and any extra files (the sync report) are written. A
 failure or Ctrl-C removes the temporary directory, so ``root`` is either absent, the previous
-dataset (``overwrite``), or a complete new one.
+dataset (``overwrite``), or a complete new one. ``append`` copies the existing dataset into
+the temporary directory first, adds the new episodes there and swaps it in the same way, so a
+failed append leaves the old dataset untouched (it costs one copy of the dataset on disk).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from types import TracebackType
@@ -28,23 +32,59 @@ class DatasetExistsError(FileExistsError):
     """The output root exists and may not be replaced."""
 
 
-def check_output(root: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty ``root`` unless ``overwrite``; never delete a directory that
-    is not a LeRobot dataset (no ``meta/info.json``), even with ``overwrite``."""
+def check_output(root: Path, overwrite: bool, append: bool = False) -> bool:
+    """Refuse an existing non-empty ``root`` unless ``overwrite`` or ``append``; never delete or
+    extend a directory that is not a LeRobot dataset (no ``meta/info.json``). Returns True when
+    there is a dataset to append to."""
+    if overwrite and append:
+        raise ValueError("--overwrite and --append exclude each other: pick one")
     if not root.exists():
-        return
+        return False
     if not root.is_dir():
         raise DatasetExistsError(f"output '{root}' exists and is not a directory")
     if not any(root.iterdir()):
-        return
-    if not overwrite:
+        return False
+    if not (overwrite or append):
         raise DatasetExistsError(
             f"output '{root}' already exists; pass --overwrite to replace it (the old dataset "
-            f"stays in place until the new one is complete) or choose another --output")
+            f"stays in place until the new one is complete), --append to add these bags' "
+            f"episodes to it, or choose another --output")
     if not (root / "meta" / "info.json").is_file():
+        what = "delete" if overwrite else "append to"
         raise DatasetExistsError(
             f"output '{root}' is not empty and is not a LeRobot dataset (no meta/info.json); "
-            f"refusing to delete it even with --overwrite: choose another --output")
+            f"refusing to {what} it: choose another --output")
+    return append
+
+
+def _feature_signature(feature: dict[str, Any]) -> tuple[Any, ...]:
+    return feature["dtype"], tuple(feature["shape"]), feature.get("names")
+
+
+def check_appendable(root: Path, fps: int, features: dict[str, Any]) -> None:
+    """Raise DatasetExistsError naming every difference between the dataset at ``root`` and
+    what this conversion would write (fps, feature keys, dtypes incl. video vs image, shapes,
+    joint names)."""
+    info = json.loads((root / "meta" / "info.json").read_text())
+    from lerobot.datasets.utils import DEFAULT_FEATURES
+
+    old = {k: v for k, v in info["features"].items() if k not in DEFAULT_FEATURES}
+    problems = []
+    if int(info["fps"]) != int(fps):
+        problems.append(f"fps {info['fps']} there, {fps} here")
+    for key in sorted(set(old) | set(features)):
+        if key not in old:
+            problems.append(f"{key} is new here")
+        elif key not in features:
+            problems.append(f"{key} is only there")
+        elif _feature_signature(old[key]) != _feature_signature(features[key]):
+            problems.append(f"{key}: {_feature_signature(old[key])} there, "
+                            f"{_feature_signature(features[key])} here")
+    if problems:
+        raise DatasetExistsError(
+            f"cannot append to '{root}': it differs from what this conversion writes ("
+            + "; ".join(problems) + "); convert with the topic map and --video setting it was "
+            "made with, or write a new dataset")
 
 
 def _remove_empty_dirs(top: Path) -> None:
@@ -73,13 +113,15 @@ class LeRobotWriter:
     def __init__(self, root: str | Path, *, repo_id: str, fps: int, features: dict[str, Any],
                  robot_type: str, video: bool, vcodec: str = "libsvtav1",
                  image_writer_threads: int = 2, overwrite: bool = False,
-                 streaming: bool = False) -> None:
+                 append: bool = False, streaming: bool = False) -> None:
         if vcodec not in VIDEO_CODECS:
             raise ValueError(f"vcodec {vcodec!r} is not one of {VIDEO_CODECS}")
         self.root = Path(root)
         self.repo_id, self.fps, self.features = repo_id, int(fps), features
         self.robot_type, self.video, self.vcodec = robot_type, video, vcodec
         self.image_writer_threads, self.overwrite = image_writer_threads, overwrite
+        self.append = append
+        self.appended_to = 0  # episodes already in the dataset appended to
         self.streaming = streaming and video
         self.episodes = 0
         self.frames = 0
@@ -88,18 +130,29 @@ class LeRobotWriter:
         self._dataset: Any = None
 
     def __enter__(self) -> LeRobotWriter:
-        check_output(self.root, self.overwrite)
+        existing = check_output(self.root, self.overwrite, self.append)
+        if existing:
+            check_appendable(self.root, self.fps, self.features)
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         self._atomic = atomic_directory(self.root)
         tmp = self._atomic.__enter__()
         try:
             tmp.rmdir()  # lerobot creates the root itself and refuses an existing one
-            self._dataset = LeRobotDataset.create(
-                repo_id=self.repo_id, fps=self.fps, features=self.features, root=tmp,
-                robot_type=self.robot_type, use_videos=self.video, vcodec=self.vcodec,
-                image_writer_threads=self.image_writer_threads, video_backend="pyav",
-                streaming_encoding=self.streaming)
+            if existing:
+                shutil.copytree(self.root, tmp)
+                self._dataset = LeRobotDataset(
+                    self.repo_id, root=tmp, vcodec=self.vcodec, video_backend="pyav",
+                    streaming_encoding=self.streaming)
+                self.appended_to = int(self._dataset.meta.total_episodes)
+                if self.image_writer_threads > 0:
+                    self._dataset.start_image_writer(num_threads=self.image_writer_threads)
+            else:
+                self._dataset = LeRobotDataset.create(
+                    repo_id=self.repo_id, fps=self.fps, features=self.features, root=tmp,
+                    robot_type=self.robot_type, use_videos=self.video, vcodec=self.vcodec,
+                    image_writer_threads=self.image_writer_threads, video_backend="pyav",
+                    streaming_encoding=self.streaming)
             encoder = self._encoder()
             if self.streaming and not all(hasattr(encoder, a) for a in PRIVATE_ENCODER_STATE):
                 raise RuntimeError("this lerobot version's streaming video encoder is unknown; "

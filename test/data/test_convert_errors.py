@@ -115,7 +115,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, topic_map):
     # a folder that is not a dataset is never deleted, even with --overwrite
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetExistsError, match="not a LeRobot dataset"):
+    with pytest.raises(DatasetExistsError, match="not a LeRobot dataset.*refusing to delete"):
         _convert(tmp_path, topic_map, [bag], out="notes", overwrite=True)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
@@ -132,3 +132,29 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, topic_map_file, capsys
     assert _nothing_written(tmp_path)
     with pytest.raises(SystemExit):
         main([*args, "--max-age-for", "wrist"])
+
+
+def test_append_refuses_a_different_layout_and_a_failed_append_loses_nothing(tmp_path,
+                                                                             topic_map):
+    bag = make_scenario(10).write(tmp_path / "bag")
+    _convert(tmp_path, topic_map, [bag])
+    info = (tmp_path / "ds" / "meta" / "info.json").read_text()
+    with pytest.raises(ValueError, match="exclude each other"):
+        _convert(tmp_path, topic_map, [bag], overwrite=True, append=True)
+    # video instead of images: named, nothing touched
+    with pytest.raises(DatasetExistsError, match="cannot append") as err:
+        convert(ConvertConfig(bags=[bag], output=tmp_path / "ds", topic_map=topic_map,
+                              video=True, max_age_for={"wrist": 0.25}, progress=False,
+                              append=True))
+    assert "observation.images.front: ('image'" in str(err.value)
+    # a bag that fails half-way through the append: the dataset is as it was
+    broken = make_scenario(10, state_names=["a"]).write(tmp_path / "broken")
+    with pytest.raises(ConversionError):
+        _convert(tmp_path, topic_map, [bag, broken], append=True)
+    assert (tmp_path / "ds" / "meta" / "info.json").read_text() == info
+    assert not list(tmp_path.glob(".ds.*"))
+    # a folder that is not a dataset is never appended to
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(DatasetExistsError, match="refusing to append to"):
+        _convert(tmp_path, topic_map, [bag], out="notes", append=True)

@@ -211,3 +211,32 @@ def test_episode_markers_split_one_bag(tmp_path, topic_map):
     assert min(lengths) >= 5
     outside = sum(1 for r in rows if r["front"] is not None and episode(r) is None)
     assert report["totals"]["dropped"]["outside_episode"] == outside
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_append_adds_episodes_and_keeps_the_old_ones(tmp_path, topic_map, video):
+    """--append: the old episodes stay frame for frame, the new ones equal a fresh conversion
+    of the same bags, the sync report covers all bags, and LeRobot loads the result."""
+    first = make_scenario(12, seed=0).write(tmp_path / "first")
+    second = make_scenario(14, seed=1).write(tmp_path / "second")
+    kw = dict(topic_map=topic_map, video=video, vcodec="h264", max_age_for={"wrist": 0.25},
+              progress=False)
+    convert(ConvertConfig(bags=[first], output=tmp_path / "ds", **kw))
+    before = _load(tmp_path / "ds")
+    old = [before[i]["observation.state"] for i in range(len(before))]
+    report = convert(ConvertConfig(bags=[second], output=tmp_path / "ds", append=True, **kw))
+    convert(ConvertConfig(bags=[second], output=tmp_path / "only_second", **kw))
+    ds, alone = _load(tmp_path / "ds"), _load(tmp_path / "only_second")
+    assert ds.num_episodes == before.num_episodes + alone.num_episodes
+    assert len(ds) == len(old) + len(alone)
+    assert [b["bag"] for b in report["bags"]] == [str(first), str(second)]
+    assert report["totals"]["frames_written"] == len(ds)
+    for i, state in enumerate(old):
+        assert torch.equal(ds[i]["observation.state"], state)
+    for i in range(len(alone)):
+        new, ref = ds[len(old) + i], alone[i]
+        assert int(new["episode_index"]) == before.num_episodes + int(ref["episode_index"])
+        assert torch.equal(new["action"], ref["action"])
+        front = _rgb(new, "observation.images.front").astype(int)
+        assert np.abs(front - _rgb(ref, "observation.images.front")).max() <= (3 if video else 0)
+    assert not list(tmp_path.glob(".ds.*"))
