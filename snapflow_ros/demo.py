@@ -36,7 +36,7 @@ from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.demo")
 TASK = "reach_two_fixed_targets"
-FULL = dict(demos=30, teacher_steps=1500, distill_steps=1200, eval_episodes=10)
+FULL = dict(demos=30, teacher_steps=1500, distill_steps=1200, eval_episodes=20)
 QUICK = dict(demos=3, teacher_steps=20, distill_steps=6, eval_episodes=1)
 METHODS = {  # name: (checkpoint, num_steps, label)
     "teacher_10": ("teacher", 10, "teacher, Euler 10 steps"),
