@@ -33,3 +33,17 @@ def tiny_teacher():
     from snapflow_ros.policies import make_builtin
 
     return make_builtin("smolvla-tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _scheduling_policy_unchanged():
+    """No test may leave the test process real-time (SVT-AV1 does that; see sched_guard):
+    every later test and child process would inherit it and could freeze the machine."""
+    from snapflow_ros.sched_guard import current_policy, keep_scheduling_policy
+
+    before = current_policy()
+    with keep_scheduling_policy():
+        yield
+        after = current_policy()
+    assert after == before, (f"the test changed the process's scheduling policy {before} -> "
+                             f"{after} (restored); wrap the call in keep_scheduling_policy()")

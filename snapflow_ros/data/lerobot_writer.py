@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from snapflow_ros.atomic import atomic_directory
+from snapflow_ros.sched_guard import keep_scheduling_policy
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,18 @@ class LeRobotWriter:
         if dropped:
             raise RuntimeError(f"lerobot's video encoder dropped frames {dropped}; convert "
                                f"without --streaming-encoding")
-        self.dataset.save_episode()
+        with keep_scheduling_policy():  # libsvtav1 makes the encoding thread real-time
+            self.dataset.save_episode()
         self.episodes += 1
         self.frames += size
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        with keep_scheduling_policy():  # finalize() may encode the last batch of episodes
+            self._close(exc_type, exc, tb)
+
+    def _close(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+               tb: TracebackType | None) -> None:
         dataset, self._dataset = self._dataset, None
         try:
             if exc is None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from snapflow_ros.sched_guard import keep_scheduling_policy
+
 FPS = 10
 CHUNK = 8
 EPISODES = 4
@@ -53,8 +55,10 @@ def write_dataset(root: Path, *, episodes: int = EPISODES, features: dict | None
                 else:
                     frame[key] = state[: spec["shape"][0]].astype(np.float32)
             ds.add_frame(frame)
-        ds.save_episode()
-    ds.finalize()
+        with keep_scheduling_policy():  # video: libsvtav1 would make this process real-time
+            ds.save_episode()
+    with keep_scheduling_policy():
+        ds.finalize()
     return root
 
 
