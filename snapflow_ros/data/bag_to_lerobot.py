@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             episode_topic=args.episode_topic, task=args.task, video=args.video,
             vcodec=args.vcodec, streaming_encoding=args.streaming_encoding,
             min_episode_frames=args.min_episode_frames,
-            overwrite=args.overwrite, append=args.append, image_writer_threads=args.image_writer_threads,
+            overwrite=args.overwrite, append=args.append,
+            image_writer_threads=args.image_writer_threads,
             progress=not args.no_progress)
         report = convert(cfg)
     except (BagError, ConversionError, DatasetExistsError, TopicMapError, ValueError) as err:
