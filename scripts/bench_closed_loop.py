@@ -1,7 +1,7 @@
 """Closed-loop success with error bars: re-run the demo's three methods on its checkpoints.
 
     bash scripts/run.sh python scripts/bench_closed_loop.py [--out snapflow_demo]
-        [--episodes 20] [--repeats 2] [--json]
+        [--episodes 20] [--repeats 2] [--cpu-threads N] [--json]
 
 Reads a finished ``make demo`` output (``teacher/``, ``distill/student/``, ``topic_map.yaml``)
 and runs, per repeat, ``--episodes`` fresh seeds per method (teacher 10 steps, teacher naive 1
@@ -18,6 +18,9 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
+
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.demo import METHODS, TASK
 from snapflow_ros.nodes.closed_loop import run_episodes, summarize
 
@@ -40,7 +43,9 @@ def main() -> int:
     p.add_argument("--first-seed", type=int, default=20_000,
                    help="episode seeds start here (the demo's own are 10000...)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cpu_threads_argument(p, reserved=1)
     args = p.parse_args()
+    threads = apply_cpu_threads(args.cpu_threads, reserved=1)  # this process: the bridge
     checkpoints = {"teacher": args.out / "teacher", "student": args.out / "distill" / "student"}
     missing = [str(c) for c in [*checkpoints.values(), args.out / "topic_map.yaml"]
                if not c.exists()]
@@ -53,7 +58,8 @@ def main() -> int:
             runs = run_episodes(checkpoints[which], range(first, first + args.episodes),
                                 topic_map=str(args.out / "topic_map.yaml"), task=TASK,
                                 policy_params={"num_steps": steps, "device": "cpu"},
-                                desc=f"{label} (repeat {rep + 1})")
+                                desc=f"{label} (repeat {rep + 1})",
+                                cpu_threads=args.cpu_threads)
             entry = results.setdefault(name, {"label": label, "per_repeat": [], "wins": 0,
                                               "episodes": 0, "wall_s": []})
             entry["per_repeat"].append(summarize(runs)["success_rate"])
@@ -68,7 +74,9 @@ def main() -> int:
                      ci95=[round(low, 3), round(high, 3)],
                      mean_wall_s=round(sum(entry.pop("wall_s")) / entry["episodes"], 3))
     if args.json:
-        print(json.dumps({"task": TASK, "out": str(args.out), "methods": results}, indent=2))
+        print(json.dumps({"task": TASK, "out": str(args.out), "methods": results,
+                          "cpu_threads": {"requested": args.cpu_threads, "resolved": threads}},
+                         indent=2))
         return 0
     print(f"\n{'method':<26}{'pooled':>8}{'95% CI':>16}{'episodes':>10}{'wall s/ep':>11}")
     for e in results.values():

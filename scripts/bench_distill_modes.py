@@ -45,6 +45,7 @@ from snapflow_ros.core import (
     snap_sample,
     snapflow_loss,
 )
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.distill.metrics import mode_metrics
 from snapflow_ros.distill.state import lr_factor
 
@@ -173,10 +174,11 @@ def main() -> int:
     p.add_argument("--only", nargs="*", default=[],
                    help="variant ids (default: all): paper lam1 k10 lam1_k10 lam1_k10_a25 "
                    "lam1_k10_ema lam3_k10 lam10_k10")
-    p.add_argument("--threads", type=int, default=1)
+    add_cpu_threads_argument(p, reserved=1, alias="--threads")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = apply_cpu_threads(args.cpu_threads, reserved=1)  # as distill resolves it
+    print(f"CPU threads: {threads}", file=sys.stderr, flush=True)  # noqa: T201
     results: dict[str, list] = {}
     for seed in args.seeds:
         torch.manual_seed(seed)
@@ -214,7 +216,8 @@ def main() -> int:
               f"{mean['gt_mse']:>7.3f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "cpu_threads": threads, "results": results}, f,
+                      indent=2)
     return 0
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree
 import numpy as np
 import torch
 
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.distill.cli import main_distill
 from snapflow_ros.distill.metrics import mode_metrics
 from snapflow_ros.policies import load_policy
@@ -133,9 +134,9 @@ def main() -> int:
     p.add_argument("--distill-steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--draws", type=int, default=16, help="noise draws per held-out start")
-    p.add_argument("--threads", type=int, default=1)
+    add_cpu_threads_argument(p, reserved=1, alias="--threads")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    apply_cpu_threads(args.cpu_threads, reserved=1)  # as distill resolves it
     shutil.rmtree(args.out, ignore_errors=True)
     root, teacher = args.out / "dataset", args.out / "teacher"
     write_dataset(root, args.episodes, seed=0)
@@ -151,7 +152,7 @@ def main() -> int:
             "--steps", str(args.distill_steps), "--batch_size", str(args.batch),
             "--lr", "1e-3", "--warmup_steps", "50", "--eval_episodes", "16",
             "--eval_max_samples", "64", "--num_workers", "0", "--save_every", "100000",
-            "--torch_threads", str(args.threads), *flags])
+            "--cpu_threads", str(args.cpu_threads), *flags])
         if code != 0:
             return code
         results[name] = score(root, teacher, run / "student", held_out, args.draws)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree
 import torch
 
 from snapflow_ros.core import SnapFlowLossConfig
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.policies import SnapFlowSmolVLA
 from snapflow_ros.policies.tiny import make_smolvla, random_batch
 
@@ -95,12 +96,12 @@ def main() -> int:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--reps", type=int, default=None, help="default: 30 (tiny), 3 (full)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    add_cpu_threads_argument(p, reserved=1, alias="--threads")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = apply_cpu_threads(args.cpu_threads, reserved=1)  # as distill resolves it
     reps = args.reps or (30 if args.shape == "tiny" else 3)
     runs = [measure(args.shape, b, reps, args.warmup) for b in args.batch]
-    report = {"device": "cpu", "threads": args.threads, "torch": torch.__version__,
+    report = {"device": "cpu", "threads": threads, "torch": torch.__version__,
               "machine": platform.processor() or platform.machine(), "runs": runs}
     print(json.dumps(report, indent=2))  # noqa: T201
     return 0

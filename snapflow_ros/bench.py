@@ -9,7 +9,9 @@ same machine state. Absolute CPU times depend on the machine; the ratios are wha
     python -m snapflow_ros bench --policy smolvla-tiny --num-steps 10 1 --json
     python -m snapflow_ros bench --policy smolvla-full --num-steps 10 1 --reps 3
     python -m snapflow_ros bench --policy path/to/snapflow_checkpoint --device cuda
-    python -m snapflow_ros bench --node            # the ROS node's overhead (see nodes/node_bench)
+    python -m snapflow_ros bench --cpu-threads 2   # default 0 = auto: cores in the mask - 1
+    python -m snapflow_ros bench --node            # the ROS node as deployed (nodes/node_bench)
+    python -m snapflow_ros bench --node --matrix   # 224x224 and 640x480 cameras x load 0 and 1
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from typing import Any
 
 import torch
 
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads, available_cores
+from snapflow_ros.nodes.node_bench import camera_size_arg
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 from snapflow_ros.policies.factory import BUILTIN_POLICIES, make_any
 from snapflow_ros.policies.tiny import random_observation
 from snapflow_ros.runtime.timing import StageTimer, percentiles
 
 log = logging.getLogger("snapflow_ros.bench")
+#: Cores auto leaves free: the policy node's own ROS thread, as deployed.
+BENCH_RESERVED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,14 +52,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_cpu_threads_argument(p, reserved=BENCH_RESERVED, alias="--threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--node", action="store_true",
-                   help="benchmark the ROS policy_node instead: overhead on top of the model, "
-                        "control-timer jitter, CPU (always prints JSON)")
-    p.add_argument("--seconds", type=float, default=20.0, help="--node: measuring time")
-    p.add_argument("--rate", type=float, default=50.0, help="--node: command rate in Hz")
+    node = p.add_argument_group(
+        "--node", "benchmark the ROS policy_node as deployed instead (always prints JSON on "
+                  "stdout, a table on stderr; see snapflow_ros/nodes/node_bench.py)")
+    node.add_argument("--node", action="store_true",
+                      help="camera stamp → chunk latency, control tick period, model time in "
+                           "the node vs standalone, CPU of node + inference process")
+    node.add_argument("--seconds", type=float, default=30.0,
+                      help="measured window after the warm-up (default 30; under 30 needs "
+                           "--quick)")
+    node.add_argument("--warmup-seconds", type=float, default=5.0,
+                      help="inputs flow this long before the window starts (default 5)")
+    node.add_argument("--idle-seconds", type=float, default=5.0,
+                      help="CPU with no inputs after the window (default 5; 0 = skip)")
+    node.add_argument("--rate", type=float, default=50.0, help="command rate in Hz (default 50)")
+    node.add_argument("--camera-size", type=camera_size_arg, default="224x224",
+                      metavar="WxH", help="published camera frames, e.g. 224x224 (default) or "
+                                          "640x480; the node resizes to the policy's 224x224")
+    node.add_argument("--load", type=int, default=0, metavar="N",
+                      help="N busy processes for the whole run (default 0)")
+    node.add_argument("--sizes", type=camera_size_arg, nargs="+", metavar="WxH",
+                      help="several camera sizes (overrides --camera-size)")
+    node.add_argument("--loads", type=int, nargs="+", metavar="N",
+                      help="several loads (overrides --load)")
+    node.add_argument("--matrix", action="store_true",
+                      help="--sizes 224x224 640x480 --loads 0 1 (with load-vs-quiet flags)")
+    node.add_argument("--n-action-steps", type=int, default=10,
+                      help="chunk steps executed per chunk (default 10)")
+    node.add_argument("--standalone-reps", type=int, default=50,
+                      help="timed chunks of the standalone model timing (default 50)")
+    node.add_argument("--quick", action="store_true",
+                      help="allow --seconds under 30 (smoke tests; numbers not meaningful)")
     return p
 
 
@@ -74,8 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure and return the report (see module docstring)."""
     if any(n < 1 for n in args.num_steps):
         raise SystemExit(f"--num-steps must be >= 1, got {args.num_steps}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = apply_cpu_threads(args.cpu_threads, reserved=BENCH_RESERVED)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     reps = args.reps or (3 if args.policy == "smolvla-full" else 20)
@@ -139,7 +170,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         if sync else platform.processor() or platform.machine()),
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": threads,  # resolved --cpu-threads (torch intra-op threads)
+        "cpu_threads_requested": args.cpu_threads,  # 0 = auto
+        "cores_available": available_cores(),
         "batch_size": args.batch_size,
         "cameras": len(policy.image_keys),
         "image_shape": list(cfg.image_features[policy.image_keys[0]].shape),
@@ -156,8 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']} ({report['params'] / 1e6:.2f} M params) on {report['device']} "
-        f"{report['dtype']}, {report['cameras']} cameras, chunk {report['chunk_size']}, "
-        f"{report['reps']} reps",
+        f"{report['dtype']}, {report['threads']} CPU threads, {report['cameras']} cameras, "
+        f"chunk {report['chunk_size']}, {report['reps']} reps",
         f"{'steps':>5} {'e2e p50':>10} {'e2e p99':>10} {'prefix':>9} {'expert/pass':>12} "
         f"{'pre':>7} {'post':>7} {'vs 1-step':>9}",
     ]

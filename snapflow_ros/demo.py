@@ -16,7 +16,9 @@ sampler that averages the two modes ends between the targets and fails.
 Everything lands in ``--out`` (default ``snapflow_demo/``): bags, dataset, teacher, the
 distillation run (``distill/student`` is the 1-NFE checkpoint), ``closed_loop.json`` and
 ``closed_loop.png``. ``--quick`` is a miniature run (tests); ``--policy DIR`` only runs the
-closed loop for an existing checkpoint.
+closed loop for an existing checkpoint. ``--cpu-threads N`` (default 0 = auto) sets the CPU
+threads of the teacher's and the distillation's training and of the policy node
+(``cpu_threads.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.demo")
@@ -56,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", type=Path, default=None,
                    help="skip training: closed-loop episodes for this checkpoint only")
+    add_cpu_threads_argument(p, reserved=1)
     return p
 
 
@@ -70,7 +74,8 @@ def _demo_topic_map(out: Path) -> Path:
     return path
 
 
-def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int) -> Path:
+def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0
+           ) -> Path:
     from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
     from snapflow_ros.distill.config import DistillConfig
     from snapflow_ros.distill.trainer import distill
@@ -87,7 +92,8 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int) -> Path:
     convert(ConvertConfig(bags=[out / "bags"], output=out / "dataset",
                           topic_map=load_topic_map(topic_map), video=False))
     log.info("3/5 teacher: tiny SmolVLA, %d flow-matching steps", n["teacher_steps"])
-    train_teacher(out / "dataset", out / "teacher", steps=n["teacher_steps"], seed=seed)
+    train_teacher(out / "dataset", out / "teacher", steps=n["teacher_steps"], seed=seed,
+                  cpu_threads=cpu_threads)
     log.info("4/5 SnapFlow distillation: %d steps", n["distill_steps"])
     # The demo's recipe: lambda = 1 (not the paper's 0.1) and a short cosine schedule at a
     # higher lr; measured better on bimodal data (README, "Distillation" numbers).
@@ -96,12 +102,12 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int) -> Path:
         output_dir=str(out / "distill"), steps=n["distill_steps"], batch_size=32, lr=1e-3,
         warmup_steps=min(50, n["distill_steps"] // 10), consistency_weight=1.0,
         eval_episodes=2 if n["demos"] > 4 else 1, cache_dataset=True, num_workers=0,
-        save_every=n["distill_steps"], seed=seed))
+        save_every=n["distill_steps"], seed=seed, cpu_threads=cpu_threads))
     return out / "distill" / "student"
 
 
 def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episodes: int,
-                 seed: int, quick: bool) -> dict[str, Any]:
+                 seed: int, quick: bool, cpu_threads: int = 0) -> dict[str, Any]:
     from snapflow_ros.nodes.closed_loop import run_episodes, summarize
 
     log.info("5/5 closed loop: %d episodes per method (bridge + policy_node, lock-step)",
@@ -115,7 +121,8 @@ def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episo
         runs = run_episodes(checkpoints[which], seeds, topic_map=str(topic_map), task=TASK,
                             episode_timeout_s=1.0 if quick else 0.0, desc=label,
                             policy_params={"num_steps": steps, "device": "cpu"},
-                            log_path=out / "logs" / f"policy_node_{name}.log")
+                            log_path=out / "logs" / f"policy_node_{name}.log",
+                            cpu_threads=cpu_threads)
         report[name] = {"label": label, "num_steps": steps, **summarize(runs), "episodes_": runs}
         log.info("    %-24s success %3.0f%%  (target a %d, b %d)", label,
                  100 * report[name]["success_rate"], report[name]["reached_a"],
@@ -172,13 +179,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    # The demo's own training and the bridge use the resolved count; the policy node gets the
+    # user's number, or 0 so that it resolves auto itself.
+    threads = apply_cpu_threads(args.cpu_threads, reserved=1)
+    log.info("CPU threads: %d (--cpu-threads %d%s)", threads, args.cpu_threads,
+             ", auto" if not args.cpu_threads else "")
     topic_map = _demo_topic_map(out)
     if args.policy is not None:
         checkpoints = {"student": args.policy}
     else:
-        checkpoints = {"teacher": out / "teacher", "student": _train(out, topic_map, n, args.seed)}
-    report = _closed_loop(out, topic_map, checkpoints, n["eval_episodes"], args.seed, args.quick)
-    summary = {"task": TASK, "settings": n, "seed": args.seed, "methods": report,
+        checkpoints = {"teacher": out / "teacher",
+                       "student": _train(out, topic_map, n, args.seed, args.cpu_threads)}
+    report = _closed_loop(out, topic_map, checkpoints, n["eval_episodes"], args.seed, args.quick,
+                          args.cpu_threads)
+    summary = {"task": TASK, "settings": n, "seed": args.seed,
+               "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
+               "methods": report,
                "offline_eval": json.loads((out / "distill" / "eval.json").read_text())
                if (out / "distill" / "eval.json").is_file() else None,
                "wall_s": round(time.perf_counter() - start, 1)}

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from snapflow_ros.atomic import atomic_directory
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill.data import InMemoryDataset, open_dataset
 from snapflow_ros.policies._quiet import quiet_stdout
 from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla_config
@@ -46,14 +47,19 @@ def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps:
 
 def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int = 1500,
                   batch_size: int = 32, lr: float = 1e-3, chunk_size: int = 30,
-                  n_action_steps: int = 10, seed: int = 0, progress: bool = True) -> Path:
+                  n_action_steps: int = 10, seed: int = 0, progress: bool = True,
+                  cpu_threads: int = 0) -> Path:
     """Train on every frame of the dataset (held in memory) and save to ``out_dir``.
 
-    Learning rate: ``lr`` with cosine decay to 5 % over ``steps``. Returns ``out_dir``.
+    Learning rate: ``lr`` with cosine decay to 5 % over ``steps``. ``cpu_threads``: torch's
+    CPU threads (0 = auto: the cores in the affinity mask minus 1; ``cpu_threads.py``).
+    Returns ``out_dir``.
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    threads = apply_cpu_threads(cpu_threads, reserved=1)  # 1: the main thread's batching
 
     meta = LeRobotDatasetMetadata(f"local/{Path(dataset_root).name}", root=dataset_root)
     config = teacher_config(meta.features, chunk_size=chunk_size, n_action_steps=n_action_steps)
@@ -91,5 +97,6 @@ def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int =
         policy.save_pretrained(tmp)
         pre.save_pretrained(tmp)
         post.save_pretrained(tmp)
-    log.info("teacher: %d steps, last loss %.4f, saved to %s", steps, loss.item(), out_dir)
+    log.info("teacher: %d steps on %d CPU threads, last loss %.4f, saved to %s", steps, threads,
+             loss.item(), out_dir)
     return out_dir

@@ -108,7 +108,7 @@ def _imports(path):
     ("runtime", {"numpy", "snapflow_ros", "__future__", "time", "contextlib", "collections",
                  "dataclasses", "typing", "math", "threading", "enum"}),
     ("conversions", {"numpy", "cv2", "snapflow_ros", "__future__", "typing", "collections",
-                     "trajectory_msgs"}),
+                     "trajectory_msgs", "struct", "re", "io", "PIL"}),
 ])
 def test_layer_imports(layer, allowed):
     """core is torch-only, runtime numpy-only, conversions work on message fields: no rclpy, no
@@ -121,6 +121,16 @@ def test_core_and_runtime_import_with_ros_and_lerobot_absent():
     code = ("import sys\n"
             "for m in ('rclpy', 'lerobot', 'transformers'): sys.modules[m] = None\n"
             "import snapflow_ros.core, snapflow_ros.runtime.timing\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_node_side_of_the_inference_process_never_imports_torch():
+    """The node process stays torch-free: its GIL is the executor's and the control loop's."""
+    code = ("import sys\n"
+            "for m in ('torch', 'lerobot', 'transformers', 'rclpy'): sys.modules[m] = None\n"
+            "import snapflow_ros.inference.process_runner, snapflow_ros.runtime.engine\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

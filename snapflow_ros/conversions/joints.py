@@ -8,7 +8,7 @@ import numpy as np
 
 
 class JointConversionError(ValueError):
-    """Joints missing from a message, or names and values of different lengths."""
+    """Joints missing or repeated in a message, or names and values of different lengths."""
 
 
 class JointOrder:
@@ -26,6 +26,12 @@ class JointOrder:
         idx = self._cache.get(key)
         if idx is None:
             where = {name: i for i, name in enumerate(key)}
+            if len(where) != len(key):
+                twice = sorted({j for j in self.joints if key.count(j) > 1})
+                if twice:
+                    raise JointConversionError(
+                        f"joint(s) {twice} appear more than once in the message: ambiguous "
+                        f"(fix the publisher)")
             missing = [j for j in self.joints if j not in where]
             if missing:
                 raise JointConversionError(

@@ -79,12 +79,15 @@ def main_distill(argv: list[str] | None = None) -> int:
 
 def run_eval(config: EvalConfig) -> dict[str, dict[str, float]]:
     """Evaluate a student against its teacher on held-out episodes; write eval.json/png."""
+    from snapflow_ros.cpu_threads import apply_cpu_threads
     from snapflow_ros.distill import data as D
     from snapflow_ros.distill.evaluate import autocast_for, evaluate, write_eval
     from snapflow_ros.distill.run_dir import STUDENT_DIR, saved_config
     from snapflow_ros.policies import load_policy
     from snapflow_ros.policies.device import resolve_device, resolve_dtype
 
+    threads = apply_cpu_threads(config.cpu_threads, reserved=1)  # 1: the data loader
+    log.info("CPU threads: %d (cpu_threads=%d)", threads, config.cpu_threads)
     run = Path(config.run_dir) if config.run_dir else None
     saved = saved_config(run) if run else None
     student_path = config.student or (str(run / STUDENT_DIR) if run else None)

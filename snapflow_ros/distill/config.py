@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import draccus
+import yaml
 
 from snapflow_ros.core import SnapFlowLossConfig
 from snapflow_ros.recipe import Recipe, load_recipe
+
+log = logging.getLogger(__name__)
 
 #: The file a run writes into its output directory (what ``--resume`` reads back).
 RUN_CONFIG = "distill_config.yaml"
@@ -30,12 +35,18 @@ RUN_CONFIG = "distill_config.yaml"
 #: continue the same run).
 RESUMABLE_CHANGES = frozenset({
     "steps", "save_every", "keep_checkpoints", "log_every", "eval_episodes", "eval_max_samples",
-    "eval_batch_size", "eval_seed", "num_workers", "video_backend", "torch_threads", "device",
+    "eval_batch_size", "eval_seed", "num_workers", "video_backend", "cpu_threads", "device",
     "dtype", "resume", "overwrite", "stop_after", "cache_dataset", "cache_limit_gb",
 })
 DEVICES_HELP = "auto (cuda when visible, else cpu), cpu, cuda, cuda:N"
 DTYPES = ("auto", "float32", "bfloat16")
 VIDEO_BACKENDS = ("auto", "pyav", "torchcodec")
+#: Renamed DistillConfig fields: old name -> new name. Old run dirs' distill_config.yaml, old
+#: YAML files and old flags still load (``torch_threads: null`` meant torch's default; it
+#: becomes 0 = auto).
+RENAMED_FIELDS = {"torch_threads": "cpu_threads"}
+CPU_THREADS_HELP = ("CPU threads of torch/OpenMP: 0 = auto (cores in the affinity mask minus 1 "
+                    "for the data loader/main thread, at least 1), N = exactly N")
 
 
 class DistillError(ValueError):
@@ -96,7 +107,7 @@ class DistillConfig:
                                 "(small datasets, where decoding dominates a step)", False)
     cache_limit_gb: float = _help("refuse cache_dataset above this estimated size", 8.0)
     video_backend: str = _help("video decoding: auto (torchcodec if it loads, else pyav)", "auto")
-    torch_threads: int | None = _help("torch CPU threads (default: torch's)")
+    cpu_threads: int = _help(CPU_THREADS_HELP, 0)
     # -- held-out evaluation
     eval_episodes: int = _help("hold out the last N episodes for the final eval (0: no eval)", 1)
     eval_max_samples: int = _help("held-out frames evaluated (evenly spaced)", 256)
@@ -126,8 +137,7 @@ class DistillConfig:
         _check(self.video_backend in VIDEO_BACKENDS, "video_backend", self.video_backend,
                f"one of {VIDEO_BACKENDS}")
         _check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {DTYPES}")
-        _check(self.torch_threads is None or self.torch_threads >= 1, "torch_threads",
-               self.torch_threads, ">= 1 or null")
+        _check(self.cpu_threads >= 0, "cpu_threads", self.cpu_threads, ">= 0 (0 = auto)")
         _check(self.eval_episodes >= 0, "eval_episodes", self.eval_episodes, ">= 0")
         _check(self.eval_max_samples >= 1, "eval_max_samples", self.eval_max_samples, ">= 1")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
@@ -181,8 +191,10 @@ class EvalConfig:
     dtype: str = _help("auto (bf16 autocast on CUDA), float32, bfloat16", "auto")
     num_workers: int = _help("DataLoader worker processes", 0)
     video_backend: str = _help("video decoding: auto, pyav, torchcodec", "auto")
+    cpu_threads: int = _help(CPU_THREADS_HELP, 0)
 
     def __post_init__(self) -> None:
+        _check(self.cpu_threads >= 0, "cpu_threads", self.cpu_threads, ">= 0 (0 = auto)")
         _check(self.teacher_steps >= 1, "teacher_steps", self.teacher_steps, ">= 1")
         _check(self.max_samples >= 1, "max_samples", self.max_samples, ">= 1")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
@@ -234,16 +246,82 @@ def option_value(argv: list[str], name: str) -> str | None:
     return value
 
 
+def _renamed(old: str, value: Any) -> Any:
+    """The value of renamed field ``old`` under its new name (an old null: 0 = auto)."""
+    log.warning("'%s' is now '%s' (0 = auto); reading it as such", old, RENAMED_FIELDS[old])
+    return 0 if value is None or str(value).lower() in ("null", "none", "~", "") else value
+
+
+def _rename_flags(argv: list[str]) -> list[str]:
+    """``--torch_threads N`` (``RENAMED_FIELDS``) → ``--cpu_threads N``."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        new = RENAMED_FIELDS.get(name[2:]) if name.startswith("--") else None
+        if new is None:
+            out.append(arg)
+            continue
+        if not eq:
+            value = next(args, None)
+        out += [f"--{new}"] if value is None else [f"--{new}", str(_renamed(name[2:], value))]
+    return out
+
+
+def _renamed_keys(data: Any) -> dict[str, Any] | None:
+    """A config file's mapping with renamed keys, or None when it uses no old name."""
+    if not isinstance(data, dict) or not RENAMED_FIELDS.keys() & data.keys():
+        return None
+    data = dict(data)
+    for old, new in RENAMED_FIELDS.items():
+        if old in data:
+            value = _renamed(old, data.pop(old))
+            data.setdefault(new, value)  # the new key wins where a file has both
+    return data
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``--name V`` / ``--name=V``."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == f"--{name}":
+            skip = True
+        elif not arg.startswith(f"--{name}="):
+            out.append(arg)
+    return out
+
+
 def parse_config(cls: type[C], argv: list[str], config_path: str | Path | None = None) -> C:
-    """Build ``cls`` from an optional YAML file and flags; bad values raise ``DistillError``."""
+    """Build ``cls`` from an optional YAML file and flags; bad values raise ``DistillError``.
+
+    Renamed ``DistillConfig`` fields (``RENAMED_FIELDS``) are read under their old names too,
+    in flags and in YAML files (a run directory's saved config included).
+    """
     argv = _expand_bool_flags(cls, argv)
     if config_path is not None and option_value(argv, "config_path") is None:
         argv = ["--config_path", str(config_path), *argv]
     path = option_value(argv, "config_path")
     if path is not None and not Path(path).is_file():
         raise DistillError(f"config file '{path}' does not exist")
+    data = None
+    if cls is DistillConfig:
+        argv = _rename_flags(argv)
+        if path is not None:
+            try:
+                data = _renamed_keys(yaml.safe_load(Path(path).read_text()))
+            except yaml.YAMLError:
+                data = None  # draccus reports it
     try:
-        return draccus.parse(cls, args=argv)
+        if data is None:
+            return draccus.parse(cls, args=argv)
+        with tempfile.TemporaryDirectory(prefix="snapflow_config_") as tmp:
+            renamed = Path(tmp) / Path(path).name
+            renamed.write_text(yaml.safe_dump(data, sort_keys=False))
+            return draccus.parse(cls, config_path=renamed,
+                                 args=_without_option(argv, "config_path"))
     except draccus.utils.ParsingError as err:
         cause = err.__cause__ or err
         raise DistillError(f"invalid configuration: {cause}") from err

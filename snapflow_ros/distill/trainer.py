@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from snapflow_ros.core import SnapFlowLossConfig, SnapFlowLossOutput
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill import data as D
 from snapflow_ros.distill import run_dir as R
 from snapflow_ros.distill import state as S
@@ -39,6 +41,8 @@ from snapflow_ros.policies import load_policy, save_policy
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
+#: Cores ``cpu_threads`` = 0 (auto) leaves free: the data loader / main thread.
+TRAINER_RESERVED = 1
 
 
 class DistillablePolicy(Protocol):
@@ -85,8 +89,7 @@ def distill(config: DistillConfig) -> DistillResult:
     config.require_io()
     config = R.absolute_paths(config)
     run_dir = Path(str(config.output_dir))
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    threads = apply_cpu_threads(config.cpu_threads, reserved=TRAINER_RESERVED)
     try:
         device = resolve_device(config.device)
     except ValueError as err:
@@ -95,6 +98,12 @@ def distill(config: DistillConfig) -> DistillResult:
     world, rank, main = accel.num_processes, accel.process_index, accel.is_main_process
     if world > 1:  # one device per process (CPU processes share "cpu")
         device = "cpu" if accel.device.type == "cpu" else str(accel.device)
+        if not config.cpu_threads and device == "cpu":  # auto: the processes share the cores
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+            threads = apply_cpu_threads(max(1, threads // max(local, 1)))
+    if main:
+        log.info("CPU threads: %d (cpu_threads=%d%s)", threads, config.cpu_threads,
+                 ", auto" if not config.cpu_threads else "")
     dtype = resolve_dtype(config.dtype, device)
     resume_from = R.check_run_dir(run_dir, config)
     accel.wait_for_everyone()  # every process has checked output_dir before anyone writes it
@@ -154,7 +163,7 @@ def distill(config: DistillConfig) -> DistillResult:
     if main:
         R.start_run_dir(run_dir, config, resume_step=step if resume_from else None)
         R.append_log(run_dir, {"event": "resume" if resume_from else "start", "step": step,
-                               "processes": world, "device": device})
+                               "processes": world, "device": device, "cpu_threads": threads})
     accel.wait_for_everyone()
 
     provenance = {"distill": {

@@ -37,6 +37,7 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
+from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 
 
@@ -96,16 +97,27 @@ def _policy_process(ns: str, remap: list[str], policy_path: str, params: dict[st
     return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
 
+def node_params(topic_map: str, policy_params: dict[str, Any] | None = None,
+                cpu_threads: int = 0) -> dict[str, Any]:
+    """The policy_node parameters of a closed-loop run; ``policy_params`` override the rest."""
+    resolve_cpu_threads(cpu_threads)  # refuses a negative count, naming cpu_threads
+    return {"topic_map": topic_map, "warmup_iters": 1, "diagnostics_period_s": 0.2,
+            "cpu_threads": int(cpu_threads), **(policy_params or {})}
+
+
 def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: str = "",
                  task: str = "reach_two_targets", episode_timeout_s: float = 0.0,
                  policy_params: dict[str, Any] | None = None, log_path: Path | None = None,
-                 wall_timeout_s: float = 300.0, desc: str = "closed loop") -> list[dict[str, Any]]:
+                 wall_timeout_s: float = 300.0, desc: str = "closed loop",
+                 cpu_threads: int = 0) -> list[dict[str, Any]]:
     """Run one episode per seed with the policy at ``policy_path`` driving the arm.
 
-    ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``). Returns per
-    episode: seed, success, reached (target index, -1 = none), time_s (sim), wall_s, chunks,
-    and the node's model latency p50 (ms) as reported on /diagnostics.
+    ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``).
+    ``cpu_threads`` goes to the node as its ``cpu_threads`` parameter (0 = the node picks:
+    auto). Returns per episode: seed, success, reached (target index, -1 = none), time_s
+    (sim), wall_s, chunks, and the node's model latency p50 (ms) as reported on /diagnostics.
     """
+    params = node_params(topic_map, policy_params, cpu_threads)
     ns = f"/closed_loop_{uuid.uuid4().hex[:8]}"
     remap = ["--ros-args", "-r", f"/clock:={ns}/clock"]
     ctx = rclpy.Context()
@@ -114,8 +126,6 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
         Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="chunk"),
         Parameter("task", value=task), Parameter("topic_map", value=topic_map),
         Parameter("episode_timeout_s", value=episode_timeout_s)])
-    params = {"topic_map": topic_map, "warmup_iters": 1, "diagnostics_period_s": 0.2,
-              **(policy_params or {})}
     proc = _policy_process(ns, remap, str(policy_path), params, log_path)
     node = rclpy.create_node("closed_loop", context=ctx, namespace=ns)
     diag: dict[str, Any] = {"received": 0}

@@ -11,6 +11,7 @@ request by building a new dataclass. The YAML in ``config/`` mirrors the fields 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, TypeVar
 
@@ -26,6 +27,8 @@ def check_fields(obj: Any) -> None:
     """Range and choice checks from field metadata; raises ValueError naming the field."""
     for f in dataclasses.fields(obj):
         value, meta = getattr(obj, f.name), f.metadata
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name}={value!r} must be a finite number")
         if "choices" in meta and value not in meta["choices"]:
             raise ValueError(f"{f.name}={value!r} is not one of {list(meta['choices'])}")
         if "min" in meta and value < meta["min"]:
@@ -70,6 +73,7 @@ def declare(node: Any, cls: type[T]) -> T:
         ParameterDescriptor,
         ParameterType,
     )
+    from rclpy.exceptions import ParameterException
 
     values = {}
     for name, default, help_text in describe(cls):
@@ -94,9 +98,32 @@ def declare(node: Any, cls: type[T]) -> T:
             default_value = Parameter.Type(ros_type)
         else:
             default_value = list(default) if isinstance(default, tuple) else default
-        value = node.declare_parameter(name, default_value, desc).value
+        try:
+            value = node.declare_parameter(name, default_value, desc).value
+        except ParameterException as err:
+            detail = str(err).removesuffix(f": {name}")
+            raise ParameterError(f"invalid parameter {name}: {detail}; {_allowed(f, tp)}") from err
         values[name] = default if value is None else _coerce(tp, value)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"invalid parameters: {err}") from err
+
+
+class ParameterError(ValueError):
+    """A node's start-up parameters are invalid; the message names the parameter and fix."""
+
+
+def _allowed(f: dataclasses.Field, tp: Any) -> str:
+    """What a field accepts, in words."""
+    meta = f.metadata
+    if "choices" in meta:
+        return f"allowed: one of {list(meta['choices'])}"
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, "a list of numbers")
+    if "min" in meta and "max" in meta:
+        return f"allowed: {kind} from {meta['min']} to {meta['max']}"
+    return f"allowed: {kind}"
 
 
 def updated(current: T, parameters: list[Any]) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from snapflow_ros.nodes.params import check_fields
@@ -51,9 +52,23 @@ class PolicyNodeParams:
         "help": "per action joint lower position limits (empty: no clamp)"})
     joint_upper_limits: tuple[float, ...] = field(default=(), metadata={
         "help": "per action joint upper position limits (empty: no clamp)"})
+    future_tolerance_s: float = field(default=0.3, metadata={
+        "help": "input stamps further ahead of this node's clock are refused (clock sanity)",
+        "min": 0.0, "max": 60.0})
     max_step_delta: float = field(default=0.0, metadata={
-        "help": "max change of a joint target per control step (0 = unlimited)",
+        "help": "max change of a joint command per control step, from the last command the "
+                "robot received or the measured position (0 = unlimited)",
         "min": 0.0, "max": 1e6})
+    max_abs_state: float = field(default=1e4, metadata={
+        "help": "a joint state value beyond +-this (or an action joint more than its limit "
+                "range outside its limits) is implausible: hold", "min": 1e-6, "max": 1e12})
+    max_image_scale: float = field(default=100.0, metadata={
+        **RO, "help": "largest accepted camera image, in multiples of the topic map's size "
+                      "(pixels); larger ones are dropped before decoding",
+        "min": 1.0, "max": 1e4})
+    max_task_chars: int = field(default=2000, metadata={
+        **RO, "help": "longest accepted task instruction (longer ones are refused)",
+        "min": 1, "max": 1_000_000})
     command_type: str = field(default="JointState", metadata={
         **RO, "help": "per-step command message on the topic map's action topic",
         "choices": ("JointState", "Float64MultiArray", "none")})
@@ -62,6 +77,12 @@ class PolicyNodeParams:
     task: str = field(default="", metadata={
         "help": "task instruction; empty: the topic map's text (a latched 'task' topic "
                 "overrides both)"})
+    cpu_threads: int = field(default=0, metadata={
+        **RO, "help": "torch/OpenMP threads of the model (0 = the cores left after the node's "
+                      "own thread, at least 1)", "min": 0, "max": 1024})
+    inference_process: bool = field(default=True, metadata={
+        **RO, "help": "run the model in a process of its own (its own GIL: the executor cannot "
+                      "stall it); false: a thread of the node process"})
     warmup_iters: int = field(default=2, metadata={
         **RO, "help": "chunks run on blank inputs during configure", "min": 0, "max": 100})
     diagnostics_period_s: float = field(default=1.0, metadata={
@@ -71,9 +92,21 @@ class PolicyNodeParams:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if len(self.joint_lower_limits) != len(self.joint_upper_limits) and \
-                self.joint_lower_limits and self.joint_upper_limits:
-            raise ValueError("joint_lower_limits and joint_upper_limits need the same length")
+        lower, upper = self.joint_lower_limits, self.joint_upper_limits
+        if lower and upper and len(lower) != len(upper):
+            raise ValueError(f"joint_lower_limits ({len(lower)} values) and joint_upper_limits "
+                             f"({len(upper)} values) need the same length")
+        for name, values in (("joint_lower_limits", lower), ("joint_upper_limits", upper)):
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name}={list(values)} must be finite (NaN/inf are not limits)")
+        bad = [i for i, (lo, hi) in enumerate(zip(lower, upper)) if lo > hi]
+        if bad:
+            i = bad[0]
+            raise ValueError(f"joint_lower_limits[{i}]={lower[i]} exceeds "
+                             f"joint_upper_limits[{i}]={upper[i]}")
+        if len(self.task) > self.max_task_chars:
+            raise ValueError(f"task has {len(self.task)} characters, over max_task_chars="
+                             f"{self.max_task_chars}")
         if self.device != "auto" and not (self.device in ("cpu", "cuda")
                                           or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from snapflow_ros.policies.checkpoint import LoadedPolicy, load_policy
+from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy, load_policy
 from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
 from snapflow_ros.policies.tiny import make_smolvla
 
@@ -43,4 +43,10 @@ def make_any(
         if num_steps is not None:
             loaded.policy.set_sampling(num_steps, loaded.policy.sampler)
         return loaded
-    return load_policy(name_or_path, device=device, num_steps=num_steps)
+    try:
+        return load_policy(name_or_path, device=device, num_steps=num_steps)
+    except CheckpointError as err:
+        close = difflib.get_close_matches(str(name_or_path), BUILTIN_POLICIES, n=1)
+        if close and not Path(name_or_path).exists():
+            raise CheckpointError(f"{err}; did you mean the built-in {close[0]!r}?") from err
+        raise

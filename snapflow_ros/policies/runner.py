@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from snapflow_ros.inference.process_runner import check_policy_interface
 from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 from snapflow_ros.policies.factory import make_any
@@ -78,19 +79,8 @@ class PolicyRunner:
     def check_interface(self, cameras: list[str], state_joints: list[str],
                         action_joints: list[str]) -> None:
         """Raise a ValueError unless the topic map provides what the policy reads."""
-        problems = []
-        missing = [c for c in self.camera_names if c not in cameras]
-        if missing:
-            problems.append(f"the policy reads cameras {self.camera_names} but the topic map has "
-                            f"{cameras} (missing {missing})")
-        if len(state_joints) != self.state_dim:
-            problems.append(f"the policy's state has {self.state_dim} dims but the topic map "
-                            f"lists {len(state_joints)} joints")
-        if len(action_joints) != self.action_dim:
-            problems.append(f"the policy's action has {self.action_dim} dims but the topic map "
-                            f"lists {len(action_joints)} action joints")
-        if problems:
-            raise ValueError("policy and topic map do not match: " + "; ".join(problems))
+        check_policy_interface(self.camera_names, self.state_dim, self.action_dim, cameras,
+                               state_joints, action_joints)
 
     # -- inference -----------------------------------------------------------------------
 

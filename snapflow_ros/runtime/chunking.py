@@ -37,16 +37,27 @@ class ChunkScheduler:
 
     def __init__(self, dt_ns: int, n_action_steps: int, *, blend_steps: int = 0,
                  replan_lead_steps: int = 1) -> None:
+        self.check(dt_ns, n_action_steps, blend_steps, replan_lead_steps)
+        self.dt_ns = int(dt_ns)
+        self.configure(n_action_steps, blend_steps, replan_lead_steps)
+        self.current: ActionChunk | None = None
+        self._previous: ActionChunk | None = None
+        self._adopted_ns = 0
+
+    @staticmethod
+    def check(dt_ns: int, n_action_steps: int, blend_steps: int, replan_lead_steps: int) -> None:
+        """Raise ValueError unless the values make a schedule."""
         if dt_ns <= 0 or n_action_steps < 1 or blend_steps < 0 or replan_lead_steps < 0:
             raise ValueError(
                 f"need dt_ns > 0, n_action_steps >= 1, blend_steps >= 0, replan_lead_steps >= 0;"
                 f" got {dt_ns}, {n_action_steps}, {blend_steps}, {replan_lead_steps}"
             )
-        self.dt_ns, self.n_action_steps = int(dt_ns), int(n_action_steps)
+
+    def configure(self, n_action_steps: int, blend_steps: int, replan_lead_steps: int) -> None:
+        """Change the tunables (validated first)."""
+        self.check(self.dt_ns, n_action_steps, blend_steps, replan_lead_steps)
+        self.n_action_steps = int(n_action_steps)
         self.blend_steps, self.replan_lead_steps = int(blend_steps), int(replan_lead_steps)
-        self.current: ActionChunk | None = None
-        self._previous: ActionChunk | None = None
-        self._adopted_ns = 0
 
     def clear(self) -> None:
         self.current = self._previous = None

@@ -1,16 +1,19 @@
-"""The policy node's control logic without ROS or torch: sync → infer → safety → schedule.
+"""The policy node's control logic without ROS or torch: sync → infer → gate → schedule.
 
 ``ChunkEngine`` is driven by two loops with an injected clock (integer ns):
 
-* the **control loop** calls ``tick(now)`` at control rate: the (safety-filtered) command for
-  now, or None (hold: command nothing new);
+* the **control loop** calls ``tick(now)`` at control rate: the command for now (through the
+  one ``CommandGate``, see runtime/safety.py) or None (hold: command nothing new);
 * the **inference loop** calls ``infer(now_fn, decode, predict)`` when ``tick`` asked for a
-  chunk: a consistent observation snapshot is decoded (messages → numpy, by the caller),
-  the policy predicts a chunk, NaN/inf chunks are refused, the chunk is clamped and
-  rate-limited from the current command, and the scheduler adopts it.
+  chunk: a consistent observation snapshot is decoded (messages → numpy, by the caller), checked
+  (finite, within bounds), the policy predicts a chunk, the chunk is limited by the gate's rules
+  from where the robot is, and the scheduler adopts it.
 
-Anything wrong (missing, stale or unsynchronised input, a bad message, NaN) is a *hold* with a
-reason; counters and latency statistics feed ``/diagnostics``.
+Anything wrong (missing, stale, future or unsynchronised input, a bad message, NaN, a reading
+far outside the limits, an arm the gate cannot start from) is a *hold* with a reason; counters
+and latency statistics feed ``/diagnostics``. ``activate``/``deactivate``, a dry-run toggle and
+a backwards clock jump make the next command start from the measured position, and a result of
+an inference started before them is dropped. ``reconfigure`` swaps validated settings at once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,7 @@ import numpy as np
 
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
 from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
-from snapflow_ros.runtime.safety import SafetyFilter
+from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, finite
 from snapflow_ros.runtime.timing import RollingStats, StageTimer
 
 
@@ -45,52 +48,169 @@ class Decoded:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """A chunk that was adopted: (H, A) filtered targets, its obs stamp, steps already past."""
+    """A chunk that was adopted: (H, A) gated targets, its obs stamp, steps already past, and
+    whether it was made in dry run (then it goes to the debug topic, whatever comes later)."""
 
     stamp_ns: int
     positions: np.ndarray
     skipped: int
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One control period: the command (None: send nothing), whether a chunk is wanted, and
+    whether the command is a dry-run one (decided with the command, under the same lock)."""
+
+    command: np.ndarray | None
+    want_chunk: bool
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything tunable at run time, validated as a whole (a bad value raises ValueError)."""
+
+    limits: SafetyLimits
+    max_age_ns: int
+    max_skew_ns: int
+    future_tolerance_ns: int
+    n_action_steps: int
+    replan_lead_steps: int = 1
+    blend_steps: int = 0
+    max_abs_state: float = 1e4
+
+    def __post_init__(self) -> None:
+        ChunkScheduler.check(1, self.n_action_steps, self.blend_steps, self.replan_lead_steps)
+        if self.max_age_ns <= 0 or self.max_skew_ns <= 0 or self.future_tolerance_ns < 0:
+            raise ValueError(f"max_obs_age_s and max_obs_skew_s must be > 0 and "
+                             f"future_tolerance_s >= 0, got {self.max_age_ns / 1e9}, "
+                             f"{self.max_skew_ns / 1e9}, {self.future_tolerance_ns / 1e9}")
+        if not np.isfinite(self.max_abs_state) or self.max_abs_state <= 0:
+            raise ValueError(f"max_abs_state={self.max_abs_state} must be finite and > 0")
 
 
 Decode = Callable[[Snapshot], Decoded]
 Predict = Callable[[Decoded, StageTimer], np.ndarray]
+Measure = Callable[[Any], "np.ndarray | None"]
 
 
 class ChunkEngine:
-    """See module docstring. Thread-safe between one control and one inference loop."""
+    """See module docstring. Thread-safe between one control, one inference and one
+    configuration thread."""
 
-    def __init__(self, buffer: ObservationBuffer, scheduler: ChunkScheduler,
-                 safety: SafetyFilter, stats: RollingStats | None = None,
+    def __init__(self, inputs: Sequence[str], dt_ns: int, settings: EngineSettings,
+                 measure: Measure, joints: str = "joint_states",
                  wall_ns: Callable[[], int] = time.perf_counter_ns) -> None:
-        self.buffer, self.scheduler, self.safety = buffer, scheduler, safety
+        if joints not in inputs:
+            raise ValueError(f"the joint input {joints!r} is not among the inputs {inputs}")
+        self.buffer = ObservationBuffer(inputs, settings.max_age_ns, settings.max_skew_ns,
+                                        settings.future_tolerance_ns)
+        self.scheduler = ChunkScheduler(dt_ns, settings.n_action_steps,
+                                        blend_steps=settings.blend_steps,
+                                        replan_lead_steps=settings.replan_lead_steps)
+        self.gate = CommandGate(settings.limits)
+        self.settings = settings
+        self._measure, self._joints = measure, joints
         self._wall_ns = wall_ns  # latency of our own work (ROS time may be paused sim time)
-        self.stats = stats or RollingStats()
+        self.stats = RollingStats()
         self.counters: Counter[str] = Counter()
-        self.last_hold: Hold | None = None
-        self.last_command: np.ndarray | None = None
+        self.last_hold: Hold | None = None  # why the last inference made no chunk
+        self.command_hold: Hold | None = None  # why the last tick sent no command
         self._lock = threading.Lock()
-        self._unchanged_since: int | None = None  # buffer version of the last fruitless try
+        self._epoch = 0  # bumped by every reset: older inferences are dropped
+        self._dry_run = False
+        self._last_tick_ns: int | None = None
+        self._failed_key: tuple[int, ...] | None = None  # stamps whose decode failed
 
-    def reset(self) -> None:
-        """Forget chunks, commands and inputs (on deactivate)."""
+    # -- configuration (any thread) -------------------------------------------------------
+
+    def reconfigure(self, settings: EngineSettings) -> None:
+        """Apply validated settings at once. The gate keeps its reference: the next command
+        is within the step limit of the last one sent, inside the new limits, or not sent."""
         with self._lock:
+            self.buffer.set_limits(settings.max_age_ns, settings.max_skew_ns,
+                                   settings.future_tolerance_ns)
+            self.scheduler.configure(settings.n_action_steps, settings.blend_steps,
+                                     settings.replan_lead_steps)
+            self.gate.limits = settings.limits
+            self.settings = settings
+
+    def set_dry_run(self, dry_run: bool) -> None:
+        """Commands go elsewhere now: the next one starts from the measured position."""
+        with self._lock:
+            if dry_run != self._dry_run:
+                self._dry_run = dry_run
+                self.gate.forget()
+
+    def reset(self, clear_inputs: bool = True) -> None:
+        """Forget chunks, the command reference and (optionally) inputs; drop inferences in
+        flight (activation, deactivation, a backwards clock jump)."""
+        with self._lock:
+            self._epoch += 1
             self.scheduler.clear()
-            self.last_command = None
-        self.buffer.clear()
+            self.gate.forget()
+            self._last_tick_ns = None
+            self._failed_key = None
+        if clear_inputs:
+            self.buffer.clear()
 
-    def tick(self, now_ns: int) -> tuple[np.ndarray | None, bool]:
-        """(command for now or None, whether a new chunk is wanted)."""
+    # -- control loop -------------------------------------------------------------------------
+
+    def tick(self, now_ns: int) -> Tick:
+        """The command for now (or None: hold) and whether a new chunk is wanted."""
+        last = self._last_tick_ns
+        if last is not None and now_ns < last:
+            self.counters["clock_jumps_back"] += 1
+            self.reset(clear_inputs=True)
+            self._set_command_hold(Hold("clock", "the clock jumped back: chunks and inputs "
+                                                 "dropped, waiting for new inputs"))
+            self._last_tick_ns = now_ns
+            return Tick(None, True, self._dry_run)
         with self._lock:
+            self._last_tick_ns = now_ns
             target = self.scheduler.command(now_ns)
             want = self.scheduler.needs_chunk(now_ns)
             if target is None:
+                self.gate.forget()
                 if self.scheduler.current is not None:
                     self.counters["starved_ticks"] += 1
-                return None, want
-            command = self.safety.step(target, self.last_command)
-            self.last_command = command
+                self.command_hold = Hold("starved", "no chunk to execute (waiting for one)")
+                return Tick(None, want, self._dry_run)
+            measured = self._measured(now_ns) if self.gate.needs_measured else None
+            result = self.gate.command(target, None if isinstance(measured, Hold) else measured)
+            if isinstance(result, Refusal):
+                reason = measured.reason if isinstance(measured, Hold) else result.reason
+                self.command_hold = Hold(result.kind, reason)
+                self.counters[f"refused_{result.kind}"] += 1
+                return Tick(None, want, self._dry_run)
+            self.command_hold = None
             self.counters["commands"] += 1
-            return command, want
+            return Tick(result, want, self._dry_run)
+
+    def _set_command_hold(self, hold: Hold) -> None:
+        with self._lock:
+            self.command_hold = hold
+
+    def _measured(self, now_ns: int) -> np.ndarray | Hold:
+        """The measured action-joint position, if fresh and plausible."""
+        latest = self.buffer.latest(self._joints)
+        if latest is None:
+            return Hold("no_reference", "no joint state yet to start commanding from")
+        age = now_ns - latest.stamp_ns
+        if age > self.settings.max_age_ns or -age > self.settings.future_tolerance_ns:
+            return Hold("no_reference", f"joint state {age / 1e9:.3f} s old: no fresh measured "
+                                        f"position to start commanding from")
+        try:
+            measured = self._measure(latest.msg)
+        except BadInput as err:
+            return Hold("no_reference", f"joint state unusable: {err}")
+        if measured is None or not finite(measured):
+            return Hold("no_reference", "the joint state has no finite position for every "
+                                        "action joint: nothing to start commanding from")
+        return measured
+
+    # -- inference loop -------------------------------------------------------------------
 
     def _hold(self, hold: Hold) -> Hold:
         self.counters[f"hold_{hold.kind}"] += 1
@@ -99,21 +219,12 @@ class ChunkEngine:
 
     def infer(self, now: Callable[[], int], decode: Decode, predict: Predict,
               timer: StageTimer | None = None) -> ChunkResult | Hold:
-        """One inference: snapshot at ``now()``, decode, predict, filter, schedule.
+        """One inference: snapshot at ``now()``, decode, check, predict, gate, schedule.
 
-        Without a new message since the last attempt that produced no chunk, the answer cannot
-        improve (inputs only get older), so the previous hold is returned at no cost: an idle
-        node does no work at control rate.
+        The snapshot is re-checked every call (hold reasons stay current), but inputs whose
+        decode already failed are not decoded again: an idle node does no work at control rate.
         """
-        version = self.buffer.version
-        if version == self._unchanged_since and self.last_hold is not None:
-            return self.last_hold
-        result = self._infer(now, decode, predict, timer)
-        self._unchanged_since = None if isinstance(result, ChunkResult) else version
-        return result
-
-    def _infer(self, now: Callable[[], int], decode: Decode, predict: Predict,
-               timer: StageTimer | None) -> ChunkResult | Hold:
+        epoch = self._epoch
         start_ns, wall_start = now(), self._wall_ns()
         snap = self.buffer.snapshot(start_ns)
         if isinstance(snap, Hold):
@@ -123,39 +234,86 @@ class ChunkEngine:
             # nothing newer than what the current chunk was predicted from: not a fault
             self.counters["waits"] += 1
             return Hold("waiting", "no observation newer than the current chunk's")
-        try:
-            decoded = decode(snap)
-        except BadInput as err:
-            return self._hold(Hold("bad_input", str(err)))
-        if not SafetyFilter.finite(decoded.state):
-            return self._hold(Hold("nan", "NaN or inf in the joint state"))
+        key = tuple(item.stamp_ns for item in snap.items.values())
+        if key == self._failed_key and self.last_hold is not None:
+            return self.last_hold
+        hold = self._check(snap, decode)
+        if isinstance(hold, Hold):
+            self._failed_key = key
+            return self._hold(hold)
+        decoded = hold
         timer = timer or StageTimer()
-        actions = predict(decoded, timer)
-        if not SafetyFilter.finite(actions):
+        actions = np.asarray(predict(decoded, timer), dtype=np.float64)
+        if not finite(actions):
             return self._hold(Hold("nan", "the policy produced NaN or inf actions"))
         with self._lock:
-            start = self.last_command if self.last_command is not None else decoded.measured_action
-            positions = self.safety.trajectory(actions, start)
-            done_ns = now()
+            if epoch != self._epoch:
+                return Hold("waiting", "reset while inferring: result dropped")
+            start = (self.gate.reference if self.gate.reference is not None
+                     else decoded.measured_action)
+            positions = self.gate.trajectory(actions, start)
+            if isinstance(positions, Refusal):
+                return self._hold(Hold(positions.kind, positions.reason))
+            done_ns, dry_run = now(), self._dry_run
             skipped = self.scheduler.push(ActionChunk(snap.stamp_ns, positions), done_ns)
-        wall_ms = (self._wall_ns() - wall_start) / 1e6
         if skipped is None:
             self.counters["late_chunks"] += 1
             return self._hold(Hold("late", "chunk older than the one being executed; dropped"))
+        self._record(timer, start_ns, done_ns, snap.stamp_ns, wall_start, skipped)
+        return ChunkResult(snap.stamp_ns, positions, skipped, dry_run)
+
+    def _check(self, snap: Snapshot, decode: Decode) -> Decoded | Hold:
+        try:
+            decoded = decode(snap)
+        except BadInput as err:
+            return Hold("bad_input", str(err))
+        if not finite(decoded.state):
+            return Hold("nan", "NaN or inf in the joint state")
+        bound = self.settings.max_abs_state
+        big = np.flatnonzero(np.abs(decoded.state) > bound)
+        if big.size:
+            i = int(big[0])
+            return Hold("out_of_bound", f"state value {decoded.state[i]:g} at index {i} is "
+                                        f"beyond max_abs_state={bound:g}: check the joint "
+                                        f"state publisher (units, joint order)")
+        measured = decoded.measured_action
+        if measured is not None:
+            if not finite(measured):
+                return Hold("nan", "NaN or inf in the measured action joints")
+            far = self.gate.limits.far_outside(measured)
+            if far is not None:
+                return Hold("out_of_bound", f"action joint {far} measured at {measured[far]:g}, "
+                                            f"far outside its limits "
+                                            f"{self.gate.limits.describe(far)}: check the "
+                                            f"joint state publisher (units, joint order)")
+        return decoded
+
+    def _record(self, timer: StageTimer, start_ns: int, done_ns: int, stamp_ns: int,
+                wall_start: int, skipped: int) -> None:
+        wall_ms = (self._wall_ns() - wall_start) / 1e6
         model_ms = sum(timer.total(s) for s in timer.durations) * 1e3
         self.stats.add_timer(timer)
         self.stats.add("model", model_ms)
-        self.stats.add("obs_age_at_start", (start_ns - snap.stamp_ns) / 1e6)
-        self.stats.add("obs_to_chunk", (done_ns - snap.stamp_ns) / 1e6)
-        # what the node adds on top of the model: sync, decoding, safety, scheduling
+        self.stats.add("obs_age_at_start", (start_ns - stamp_ns) / 1e6)
+        self.stats.add("obs_to_chunk", (done_ns - stamp_ns) / 1e6)
+        # what the node adds on top of the model: sync, decoding, IPC, gate, scheduling
         self.stats.add("node_overhead", wall_ms - model_ms)
         self.counters["chunks"] += 1
         self.counters["skipped_steps"] += skipped
         self.last_hold = None
-        return ChunkResult(snap.stamp_ns, positions, skipped)
+        self._failed_key = None
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def hold_reason(self) -> str:
+        """Why no new chunk / command flows now ('' while chunks flow)."""
+        if self.last_hold is not None:
+            return self.last_hold.reason
+        hold = self.command_hold
+        return "" if hold is None else hold.reason
 
     def status(self) -> dict[str, Any]:
-        """Counters, latency percentiles (ms) and the last hold reason, for diagnostics.
+        """Counters, latency percentiles (ms) and the current hold reason, for diagnostics.
 
         Latencies per chunk: ``preprocess``/``prefix``/``expert`` (all passes)/``postprocess`` and
         their sum ``model``; ``obs_age_at_start`` (observation stamp → inference start: transport
@@ -166,5 +324,5 @@ class ChunkEngine:
         for name, pct in self.stats.summary().items():
             for key, value in pct.items():
                 values[f"{name}_ms_{key}"] = round(value, 3)
-        values["last_hold"] = "" if self.last_hold is None else self.last_hold.reason
+        values["last_hold"] = self.hold_reason()
         return values

@@ -6,6 +6,11 @@ every input present, none older than ``max_age`` at ``now``, and all within ``ma
 each other. Otherwise the answer is a ``Hold`` naming the inputs at fault: the node then
 publishes no new chunk (never zero-filled data).
 
+Clock sanity: ``put`` refuses (and says why) a stamp more than ``future_tolerance`` ahead of
+``now`` or an invalid one, so one bad stamp never poisons the buffer: a stored message that is
+later found in the future (the clock went back, e.g. a simulator reset) is replaced by the next
+message and never used for a snapshot.
+
 Times are integer nanoseconds on one clock (ROS time; sim time under ``use_sim_time``).
 """
 
@@ -37,38 +42,61 @@ class Snapshot:
 class Hold:
     """No consistent set now; ``reason`` says which inputs and why, ``kind`` classifies it."""
 
-    kind: str  # "missing" | "stale" | "skew"
+    kind: str  # "missing" | "stale" | "skew" | "future" | ...
     reason: str
+
+
+DEFAULT_FUTURE_TOLERANCE_NS = 300_000_000
 
 
 class ObservationBuffer:
     """Thread-safe newest-message store for a fixed set of named inputs."""
 
-    def __init__(self, names: Iterable[str], max_age_ns: int, max_skew_ns: int) -> None:
+    def __init__(self, names: Iterable[str], max_age_ns: int, max_skew_ns: int,
+                 future_tolerance_ns: int = DEFAULT_FUTURE_TOLERANCE_NS) -> None:
         self.names = tuple(names)
         if not self.names:
             raise ValueError("ObservationBuffer needs at least one input name")
-        self.set_limits(max_age_ns, max_skew_ns)
+        self.set_limits(max_age_ns, max_skew_ns, future_tolerance_ns)
         self._latest: dict[str, Stamped] = {}
         self._lock = threading.Lock()
         self.version = 0  # bumped by every stored message
 
-    def set_limits(self, max_age_ns: int, max_skew_ns: int) -> None:
-        if max_age_ns <= 0 or max_skew_ns <= 0:
-            raise ValueError(
-                f"max_age and max_skew must be > 0 ns, got {max_age_ns}, {max_skew_ns}")
+    def set_limits(self, max_age_ns: int, max_skew_ns: int,
+                   future_tolerance_ns: int | None = None) -> None:
+        """Change the limits (validated first: a bad value changes nothing)."""
+        future = self.future_tolerance_ns if future_tolerance_ns is None else future_tolerance_ns
+        if max_age_ns <= 0 or max_skew_ns <= 0 or future < 0:
+            raise ValueError(f"max_age and max_skew must be > 0 ns and the future tolerance "
+                             f">= 0, got {max_age_ns}, {max_skew_ns}, {future}")
         self.max_age_ns, self.max_skew_ns = int(max_age_ns), int(max_skew_ns)
+        self.future_tolerance_ns = int(future)
 
-    def put(self, name: str, stamp_ns: int, msg: Any) -> None:
-        """Store ``msg`` as the newest ``name`` input (an older stamp than the stored one is
-        ignored: out-of-order delivery never moves an input back in time)."""
+    def put(self, name: str, stamp_ns: int, msg: Any, now_ns: int | None = None) -> str | None:
+        """Store ``msg`` as the newest ``name`` input; returns None, or why it was refused.
+
+        An older stamp than the stored one is ignored (out-of-order delivery never moves an
+        input back in time) unless the stored one is in the future of ``now_ns``. With
+        ``now_ns``, a stamp further ahead than the future tolerance is refused.
+        """
         if name not in self.names:
             raise KeyError(f"unknown input {name!r}; inputs: {self.names}")
+        stamp_ns = int(stamp_ns)
+        if stamp_ns < 0:
+            return f"{name}: invalid stamp {stamp_ns} ns (negative)"
+        ahead = None if now_ns is None else stamp_ns - now_ns
+        if ahead is not None and ahead > self.future_tolerance_ns:
+            return (f"{name}: stamp {ahead / 1e9:.3f} s in the future of this node's clock "
+                    f"(tolerance {self.future_tolerance_ns / 1e9:.3f} s): check the "
+                    f"publisher's clock / use_sim_time")
         with self._lock:
             current = self._latest.get(name)
-            if current is None or stamp_ns >= current.stamp_ns:
-                self._latest[name] = Stamped(int(stamp_ns), msg)
+            if (current is None or stamp_ns >= current.stamp_ns
+                    or (now_ns is not None
+                        and current.stamp_ns - now_ns > self.future_tolerance_ns)):
+                self._latest[name] = Stamped(stamp_ns, msg)
                 self.version += 1
+        return None
 
     def clear(self) -> None:
         with self._lock:
@@ -85,6 +113,11 @@ class ObservationBuffer:
         missing = [n for n in self.names if n not in items]
         if missing:
             return Hold("missing", f"no message yet from {missing}")
+        future = sorted(n for n, s in items.items()
+                        if s.stamp_ns - now_ns > self.future_tolerance_ns)
+        if future:
+            return Hold("future", f"newest {future} stamped in the future of this node's clock "
+                                  f"(did the clock go back?): waiting for new messages")
         stale = {n: (now_ns - s.stamp_ns) / 1e9 for n, s in items.items()
                  if now_ns - s.stamp_ns > self.max_age_ns}
         if stale:

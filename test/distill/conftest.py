@@ -112,7 +112,7 @@ def distill_args(tiny_teacher_dir, tiny_dataset):
         return ["--teacher", str(teacher or tiny_teacher_dir),
                 "--dataset_root", str(dataset or tiny_dataset), "--output_dir", str(out),
                 "--warmup_steps", "2", "--lr", "1e-3", "--num_workers", "0",
-                "--torch_threads", "1", "--eval_max_samples", "8", "--eval_batch_size", "8",
+                "--cpu_threads", "1", "--eval_max_samples", "8", "--eval_batch_size", "8",
                 *extra]
 
     return make

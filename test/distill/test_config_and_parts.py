@@ -11,6 +11,7 @@ import yaml
 
 from snapflow_ros.core import SnapFlowLossConfig
 from snapflow_ros.distill.config import (
+    RESUMABLE_CHANGES,
     DistillConfig,
     DistillError,
     EvalConfig,
@@ -62,6 +63,36 @@ def test_bad_values_and_files_raise_distill_errors(tmp_path):
         parse_config(DistillConfig, ["--config_path", str(tmp_path / "nope.yaml")])
     with pytest.raises(ValueError, match="target_steps must be >= 1"):
         DistillConfig(target_steps=0)
+
+
+@pytest.mark.parametrize("cls", [DistillConfig, EvalConfig])
+def test_cpu_threads_defaults_to_auto_and_refuses_negative_counts(cls):
+    assert cls().cpu_threads == 0 and parse_config(cls, ["--cpu_threads", "2"]).cpu_threads == 2
+    with pytest.raises(ValueError, match=r"cpu_threads must be >= 0 \(0 = auto\), got -1"):
+        cls(cpu_threads=-1)
+    with pytest.raises(DistillError, match="cpu_threads must be >= 0"):
+        parse_config(cls, ["--cpu_threads", "-2"])
+    assert "cpu_threads" in RESUMABLE_CHANGES  # a resumed run may use another machine
+    assert "torch_threads" not in {f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize(("old", "expected"), [("null", 0), ("3", 3)])
+def test_the_old_torch_threads_name_still_loads(tmp_path, old, expected):
+    """Configs (and run dirs) written before the rename hold ``torch_threads``."""
+    path = tmp_path / "old.yaml"
+    path.write_text(f"steps: 7\ntorch_threads: {old}\nadam_betas:\n- 0.8\n- 0.9\n")
+    cfg = parse_config(DistillConfig, ["--config_path", str(path), "--batch_size", "2"])
+    assert (cfg.cpu_threads, cfg.steps, cfg.batch_size, cfg.adam_betas) == (expected, 7, 2,
+                                                                             [0.8, 0.9])
+    cfg = parse_config(DistillConfig, ["--steps", "3"], config_path=path)
+    assert (cfg.cpu_threads, cfg.steps) == (expected, 3)
+    cfg = parse_config(DistillConfig, ["--config_path", str(path), "--cpu_threads", "1"])
+    assert cfg.cpu_threads == 1  # a flag still overrides the file
+    assert parse_config(DistillConfig, ["--torch_threads", old]).cpu_threads == expected
+    assert parse_config(DistillConfig, [f"--torch_threads={old}"]).cpu_threads == expected
+    both = tmp_path / "both.yaml"
+    both.write_text(f"torch_threads: {old}\ncpu_threads: 2\n")
+    assert parse_config(DistillConfig, [], config_path=both).cpu_threads == 2  # new name wins
 
 
 @pytest.mark.parametrize("cls", [DistillConfig, EvalConfig])

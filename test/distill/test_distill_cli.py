@@ -21,7 +21,7 @@ def run(tmp_path_factory, tiny_teacher_dir, tiny_dataset):
     out = tmp_path_factory.mktemp("distill") / "run"
     args = ["--teacher", str(tiny_teacher_dir), "--dataset_root", str(tiny_dataset),
             "--output_dir", str(out), "--steps", "24", "--save_every", "10", "--log_every", "4",
-            "--warmup_steps", "4", "--lr", "1e-3", "--num_workers", "0", "--torch_threads", "1",
+            "--warmup_steps", "4", "--lr", "1e-3", "--num_workers", "0", "--cpu_threads", "1",
             "--eval_max_samples", "12", "--eval_batch_size", "6"]
     proc = subprocess.run([sys.executable, "-m", "snapflow_ros", "distill", *args],
                           capture_output=True, text=True, timeout=600)

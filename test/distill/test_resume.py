@@ -7,6 +7,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
+from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.distill.cli import main_distill
 
 # The stop falls mid-epoch (36 training frames // batch 4 = 9 batches per epoch, 2 per step),
@@ -38,7 +39,7 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, distill_a
     assert not (parts / "student").exists()
     # Resume from the run directory alone: its saved config supplies everything else.
     assert main_distill(["--output_dir", str(parts), "--resume", "--num_workers", "0",
-                         "--torch_threads", "1"]) == 0
+                         "--cpu_threads", "1"]) == 0
 
     final = "checkpoints/step_0000009/policy"
     _assert_equal(_weights(whole / final), _weights(parts / final))  # raw weights
@@ -71,6 +72,23 @@ def test_resume_refuses_changed_training_settings(tmp_path, distill_args, capsys
     assert (run / "checkpoints" / "step_0000004").is_dir() and (run / "student").is_dir()
 
 
+def test_a_run_saved_with_the_old_torch_threads_key_resumes(tmp_path, distill_args):
+    """Run dirs from before ``cpu_threads`` hold ``torch_threads`` in distill_config.yaml."""
+    run = tmp_path / "run"
+    assert main_distill(distill_args(run, "--steps", "3", "--save_every", "2",
+                                     "--stop_after", "2", "--eval_episodes", "0")) == 0
+    saved = run / "distill_config.yaml"
+    old = 2 if resolve_cpu_threads(0, reserved=1) != 2 else 3  # not what auto would pick
+    assert "cpu_threads: 1\n" in saved.read_text()
+    saved.write_text(saved.read_text().replace("cpu_threads: 1\n", f"torch_threads: {old}\n"))
+    assert main_distill(["--output_dir", str(run), "--resume", "--num_workers", "0"]) == 0
+    assert (run / "student").is_dir()
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["cpu_threads"] for r in records if r.get("event") in ("start", "resume")] == [1, old]
+    text = saved.read_text()  # rewritten under the new name
+    assert f"cpu_threads: {old}\n" in text and "torch_threads" not in text
+
+
 def test_sigterm_checkpoints_after_the_current_step_and_the_run_resumes(tmp_path, distill_args):
     import signal
     import subprocess
@@ -96,7 +114,7 @@ def test_sigterm_checkpoints_after_the_current_step_and_the_run_resumes(tmp_path
     assert len(stopped) == 1 and 5 <= stopped[0] < 100000
     assert (run / "checkpoints" / f"step_{stopped[0]:07d}" / "training_state.pt").is_file()
     assert main_distill(["--output_dir", str(run), "--resume", "--steps", str(stopped[0] + 2),
-                         "--num_workers", "0", "--torch_threads", "1"]) == 0
+                         "--num_workers", "0", "--cpu_threads", "1"]) == 0
     assert (run / "student").is_dir()
 
 

@@ -1,160 +1,17 @@
 """policy_node in-process with a tiny real policy, on sim time driven by the test (/clock)."""
 
-import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import MultiThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticStatus
+from policy_harness import DT, JOINTS, T0
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, JointState
-from trajectory_msgs.msg import JointTrajectory
 
-from snapflow_ros.conversions.image import fill_image_msg
-from snapflow_ros.conversions.stamps import NS, fill_stamp
+from snapflow_ros.conversions.stamps import NS
 from snapflow_ros.conversions.trajectory import trajectory_to_array
-from snapflow_ros.nodes.policy_node import PolicyNode
-from snapflow_ros.policies import make_builtin
-from snapflow_ros.policies.runner import PolicyRunner
-from snapflow_ros.topic_map import load_topic_map
-
-JOINTS = [f"joint{i}" for i in range(1, 7)]
-T0 = 100 * NS
-RATE = 30.0
-DT = int(NS / RATE)
-
-
-@pytest.fixture(scope="module")
-def runner():
-    return PolicyRunner(make_builtin("smolvla-tiny"), device="cpu", seed=0)
-
-
-@pytest.fixture
-def topic_map_file(tmp_path):
-    data = yaml.safe_load(open(load_topic_map.__globals__["config_path"]("topic_map.yaml")))
-    for cam in data["cameras"].values():
-        cam.update(height=64, width=64)  # the tiny policy's native size
-    path = tmp_path / "topic_map.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class Harness:
-    """The node under test plus a peer node that plays robot, clock and listener."""
-
-    def __init__(self, runner, topic_map_file, **params):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.ns = f"/t{uuid.uuid4().hex[:8]}"
-        overrides = [Parameter("use_sim_time", value=True),
-                     Parameter("topic_map", value=str(topic_map_file)),
-                     Parameter("autostart", value=False),
-                     Parameter("diagnostics_period_s", value=0.1),
-                     *[Parameter(k, value=v) for k, v in params.items()]]
-        runner.set_num_steps(0)
-        self.node = PolicyNode(runner=runner, context=self.ctx, namespace=self.ns,
-                               parameter_overrides=overrides)
-        self.peer = rclpy.create_node("peer", context=self.ctx, namespace=self.ns)
-        self.clock_pub = self.peer.create_publisher(Clock, "/clock", 10)
-        self.img_pubs = {c: self.peer.create_publisher(Image, f"camera/{c}/image_raw", 10)
-                         for c in ("front", "wrist")}
-        self.js_pub = self.peer.create_publisher(JointState, "joint_states", 10)
-        self.got = {k: [] for k in ("chunk", "command", "debug_chunk", "debug_command", "diag")}
-        sub = self.peer.create_subscription
-        sub(JointTrajectory, "action_chunk", self.got["chunk"].append, 10)
-        sub(JointState, "joint_commands", self.got["command"].append, 100)
-        sub(JointTrajectory, "policy_node/debug/action_chunk", self.got["debug_chunk"].append, 10)
-        sub(JointState, "policy_node/debug/command", self.got["debug_command"].append, 100)
-        sub(DiagnosticArray, "/diagnostics", self._on_diag, 50)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.ctx)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-        self.rng = np.random.default_rng(0)
-        self.now = T0
-        self.set_clock(T0)
-
-    def _on_diag(self, msg):
-        mine = [s for s in msg.status if s.name == "snapflow_ros: policy_node"]
-        self.got["diag"].extend(mine)
-
-    def set_clock(self, ns):
-        self.now = ns
-        msg = Clock()
-        fill_stamp(msg.clock, ns)
-        self.clock_pub.publish(msg)
-        time.sleep(0.01)
-
-    def publish_obs(self, stamp_ns, *, encoding="rgb8", joints=JOINTS, state=None):
-        images = {}
-        for cam, pub in self.img_pubs.items():
-            rgb = self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-            msg = fill_image_msg(Image(), rgb)
-            msg.encoding = encoding
-            fill_stamp(msg.header.stamp, stamp_ns)
-            pub.publish(msg)
-            images[cam] = rgb
-        state = self.rng.normal(size=len(joints)) if state is None else np.asarray(state)
-        js = JointState(name=list(joints), position=[float(v) for v in state])
-        fill_stamp(js.header.stamp, stamp_ns)
-        self.js_pub.publish(js)
-        return images, state
-
-    def wait_for(self, key, count=1, timeout=20.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if len(self.got[key]) >= count:
-                return self.got[key]
-            time.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {count} x {key} (got {len(self.got[key])})")
-
-    def advance(self, steps, publish_obs=False):
-        for _ in range(steps):
-            self.set_clock(self.now + DT)
-            if publish_obs:
-                self.publish_obs(self.now)
-
-    def activate(self):
-        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        assert self.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-
-    def diag_with(self, text, timeout=10.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for status in self.got["diag"]:
-                if text in status.message:
-                    return status
-            time.sleep(0.02)
-        raise AssertionError(f"no diagnostics mentioning {text!r}; last: "
-                             f"{[s.message for s in self.got['diag'][-3:]]}")
-
-    def close(self):
-        self.executor.shutdown()
-        self.node._teardown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
-
-
-@pytest.fixture
-def harness(runner, topic_map_file):
-    made = []
-
-    def make(**params):
-        h = Harness(runner, topic_map_file, **params)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def test_chunks_carry_the_observation_stamp_and_the_policys_actions(harness, runner):
@@ -282,12 +139,12 @@ def test_parameter_validation(harness):
     h.activate()
     assert h.node.runner.num_steps == 3
     result = h.node.set_parameters([Parameter("joint_lower_limits", value=[0.0, 1.0])])[0]
-    assert not result.successful and "need 6 values" in result.reason  # against the map
+    assert not result.successful and "needs 6 values" in result.reason  # against the map
     lower, upper = [-1.0] * 6, [1.0] * 6
     assert h.node.set_parameters_atomically([Parameter("joint_lower_limits", value=lower),
                                              Parameter("joint_upper_limits", value=upper)]
                                             ).successful
-    assert np.array_equal(h.node.engine.safety.upper, upper)
+    assert np.array_equal(h.node.engine.gate.limits.upper, upper)
 
 
 def test_bad_configuration_fails_configure_and_reports(harness, topic_map_file):

@@ -5,7 +5,7 @@ import pytest
 
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
 from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
-from snapflow_ros.runtime.safety import SafetyFilter
+from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, satisfies_invariant
 from snapflow_ros.runtime.timing import RollingStats, StageTimer
 
 MS = 1_000_000
@@ -35,6 +35,24 @@ def test_out_of_order_messages_never_move_an_input_back():
     assert buf.latest("a").msg == "new"
     with pytest.raises(KeyError, match="unknown input"):
         buf.put("b", 1, "x")
+
+
+def test_future_stamps_are_refused_and_never_block_fresh_input():
+    buf = ObservationBuffer(["a"], max_age_ns=200 * MS, max_skew_ns=MS,
+                            future_tolerance_ns=300 * MS)
+    now = 10_000 * MS
+    reason = buf.put("a", now + 3600_000 * MS, "from the future", now_ns=now)
+    assert reason is not None and "3600.000 s in the future" in reason
+    assert buf.latest("a") is None
+    assert buf.put("a", now + 200 * MS, "slightly ahead", now_ns=now) is None  # tolerated
+    assert buf.put("a", -1, "negative", now_ns=now).startswith("a: invalid stamp")
+    # the clock goes back (sim reset): the stored message is now in the future; it is neither
+    # used nor does it block the next message
+    back = 1000 * MS
+    hold = buf.snapshot(back)
+    assert isinstance(hold, Hold) and hold.kind == "future"
+    assert buf.put("a", back, "after reset", now_ns=back) is None
+    assert buf.snapshot(back).items["a"].msg == "after reset"
 
 
 def _chunk(stamp_ms, h=10, offset=0.0):
@@ -72,18 +90,64 @@ def test_scheduler_rejects_bad_settings():
         ActionChunk(0, np.zeros(3))
 
 
-def test_safety_clamps_and_limits_rate():
-    f = SafetyFilter(2, lower=[-1, -1], upper=[1, 1], max_step_delta=0.1)
-    assert np.allclose(f.step(np.array([5.0, -5.0]), None), [1.0, -1.0])
-    assert np.allclose(f.step(np.array([0.5, 0.0]), np.array([0.0, 0.0])), [0.1, 0.0])
-    traj = f.trajectory(np.array([[0.5, 0.5]] * 3), start=np.zeros(2))
+def test_gate_clamps_and_limits_each_step_from_what_was_sent():
+    gate = CommandGate(SafetyLimits(2, lower=[-1, -1], upper=[1, 1], max_step_delta=0.1))
+    assert gate.needs_measured
+    assert isinstance(gate.command(np.array([5.0, -5.0])), Refusal)  # nothing to start from
+    assert np.allclose(gate.command(np.array([0.5, 0.0]), measured=np.zeros(2)), [0.1, 0.0])
+    # the reference is now the last command; a different "measured" is ignored
+    assert np.allclose(gate.command(np.array([0.5, 0.0]), measured=np.full(2, 0.9)), [0.2, 0.0])
+    traj = gate.trajectory(np.array([[0.5, 0.5]] * 3), start=np.zeros(2))
     assert np.allclose(traj[:, 0], [0.1, 0.2, 0.3])
-    assert not SafetyFilter.finite(np.array([0.0, np.nan]))
-    assert np.allclose(SafetyFilter(2).step(np.array([9.0, 9.0]), np.zeros(2)), 9.0)
-    with pytest.raises(ValueError, match="2 values"):
-        SafetyFilter(2, lower=[0.0])
-    with pytest.raises(ValueError, match="must not exceed"):
-        SafetyFilter(1, lower=[1.0], upper=[0.0])
+    assert np.allclose(gate.reference, [0.2, 0.0])  # a chunk is a plan: reference unchanged
+    gate.forget()
+    assert gate.needs_measured
+    assert np.allclose(CommandGate(SafetyLimits(2)).command(np.array([9.0, 9.0])), 9.0)
+
+
+@pytest.mark.parametrize("target", [[np.nan, 0.0], [np.inf, 0.0], [0.0, -np.inf]])
+def test_gate_never_lets_a_non_finite_target_through(target):
+    gate = CommandGate(SafetyLimits(2, lower=[-1, -1], upper=[1, 1]))
+    refusal = gate.command(np.array(target))
+    assert isinstance(refusal, Refusal) and refusal.kind == "nan"
+    assert gate.reference is None
+
+
+def test_gate_refuses_to_start_from_an_arm_far_outside_the_limits():
+    limits = SafetyLimits(1, lower=[-0.5], upper=[0.5], max_step_delta=0.05)
+    gate = CommandGate(limits)
+    refusal = gate.command(np.array([0.0]), measured=np.array([2.0]))
+    assert isinstance(refusal, Refusal) and refusal.kind == "outside_limits"
+    assert "joint 0 is at 2" in refusal.reason and "[-0.5, 0.5]" in refusal.reason
+    # just outside (within one step): the command steps inside
+    assert np.allclose(gate.command(np.array([0.0]), measured=np.array([0.52])), [0.47])
+    chunk = gate.trajectory(np.zeros((3, 1)), start=np.array([2.0]))
+    assert isinstance(chunk, Refusal) and chunk.reason.startswith("chunk point 0")
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"lower": [0.0]}, "needs 2 values"),
+    ({"lower": [1.0, 0.0], "upper": [0.0, 1.0]}, r"joint_lower_limits\[0\]=1.0 exceeds"),
+    ({"lower": [np.nan, 0.0]}, "must be finite"),
+    ({"upper": [0.0, np.inf]}, "must be finite"),
+    ({"max_step_delta": np.nan}, "max_step_delta"),
+    ({"max_step_delta": -1.0}, "max_step_delta"),
+])
+def test_limits_that_would_break_the_invariant_cannot_be_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SafetyLimits(2, **kwargs)
+
+
+def test_invariant_predicate_and_far_outside():
+    limits = SafetyLimits(2, lower=[-1, -1], upper=[1, 1], max_step_delta=0.1)
+    assert satisfies_invariant(np.array([0.1, 0.0]), limits, np.zeros(2))
+    assert not satisfies_invariant(np.array([0.2, 0.0]), limits, np.zeros(2))
+    assert not satisfies_invariant(np.array([1.05, 1.0]), limits, np.array([1.0, 1.0]))
+    assert not satisfies_invariant(np.array([np.nan, 0.0]), limits, np.zeros(2))
+    assert not satisfies_invariant(np.zeros(2), limits, None)  # step-limited: needs a start
+    assert limits.far_outside(np.array([0.0, 2.9])) is None
+    assert limits.far_outside(np.array([0.0, 3.1])) == 1
+    assert SafetyLimits(2).far_outside(np.array([1e9, 0.0])) is None  # no limits: no opinion
 
 
 def test_rolling_stats_from_stage_timer():

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from snapflow_ros.policies import load_policy
 
 
@@ -41,3 +43,51 @@ def test_demo_refuses_to_overwrite_a_previous_run(tmp_path):
     run = _demo("--out", str(tmp_path / "demo"))
     assert run.returncode != 0 and "--overwrite" in run.stderr
     assert (tmp_path / "demo" / "mine.txt").exists()
+
+
+@pytest.fixture
+def restore_threads():
+    """The demo applies its thread policy to this process: undo it afterwards."""
+    import os
+
+    import torch
+
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    yield
+    torch.set_num_threads(threads)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+@pytest.mark.parametrize(("flag", "requested"), [([], 0), (["--cpu-threads", "3"], 3)])
+def test_cpu_threads_reach_training_distill_and_the_policy_node(
+        tmp_path, monkeypatch, restore_threads, flag, requested):
+    """Every step is stubbed: only what the demo passes on is checked."""
+    import torch
+
+    from snapflow_ros import demo, teacher
+    from snapflow_ros.cpu_threads import resolve_cpu_threads
+    from snapflow_ros.data import bag_to_lerobot
+    from snapflow_ros.distill import trainer
+    from snapflow_ros.nodes import closed_loop, sim_demos
+
+    seen: dict = {"node": []}
+    monkeypatch.setattr(sim_demos, "record_demos", lambda *a, **k: [])
+    monkeypatch.setattr(bag_to_lerobot, "convert", lambda cfg: {})
+    monkeypatch.setattr(teacher, "train_teacher",
+                        lambda *a, **k: seen.update(teacher=k["cpu_threads"]))
+    monkeypatch.setattr(trainer, "distill", lambda cfg: seen.update(distill=cfg.cpu_threads))
+
+    def episodes(path, seeds, **kw):
+        seen["node"].append(closed_loop.node_params(kw["topic_map"], kw["policy_params"],
+                                                    kw["cpu_threads"])["cpu_threads"])
+        return [{"seed": s, "success": True, "reached": 0, "time_s": 1.0, "wall_s": 1.0,
+                 "chunks": 1, "model_ms_p50": 1.0} for s in seeds]
+
+    monkeypatch.setattr(closed_loop, "run_episodes", episodes)
+    assert demo.main(["--quick", "--out", str(tmp_path / "demo"), *flag]) == 0
+    resolved = resolve_cpu_threads(requested, reserved=1)
+    assert seen == {"teacher": requested, "distill": requested, "node": [requested] * 3}
+    assert torch.get_num_threads() == resolved  # the demo's own process
+    report = json.loads((tmp_path / "demo" / "closed_loop.json").read_text())
+    assert report["cpu_threads"] == {"requested": requested, "resolved": resolved}
