@@ -7,6 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
+MAX_CACHED_NAMES = 256
+
+
 class JointConversionError(ValueError):
     """Joints missing or repeated in a message, or names and values of different lengths."""
 
@@ -39,8 +42,8 @@ class JointOrder:
                     f"(fix the topic map's joint list or the publisher)"
                 )
             idx = np.array([where[j] for j in self.joints], dtype=np.intp)
-            if len(self._cache) < 64:
-                self._cache[key] = idx
+            if len(self._cache) < 64 and len(key) <= MAX_CACHED_NAMES:
+                self._cache[key] = idx  # bounded: a hostile publisher cannot grow it
         return idx
 
     def __call__(self, names: Sequence[str], values: Sequence[float]) -> np.ndarray:

@@ -48,7 +48,7 @@ from snapflow_ros.runtime.safety import SafetyLimits
 from snapflow_ros.topic_map import TopicMap, load_topic_map
 
 JOINTS = "joint_states"
-MAX_JOINT_STATE_BYTES = 1 << 20
+MAX_JOINT_STATE_BYTES = 1 << 16  # ~800 joints with names: plenty for any robot
 NAME = "snapflow_ros: policy_node"
 
 
@@ -219,7 +219,7 @@ class PolicyNode(LifecycleNode):
             raw=True))
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(
-            String, tm.task.topic or "task", self._on_task, latched))
+            String, tm.task.topic or "task", self._on_task, latched, raw=True))
         self._msg_types = {cam.name: CompressedImage if cam.type == "CompressedImage" else Image
                            for cam in tm.cameras}
         self._pubs = {
@@ -248,12 +248,21 @@ class PolicyNode(LifecycleNode):
         if reason:
             self._reject(name, reason)
 
-    def _on_task(self, msg: String) -> None:
-        if len(msg.data) > self.params.max_task_chars:
-            self._reject("task", f"{len(msg.data)} characters, over max_task_chars="
-                                 f"{self.params.max_task_chars}; task unchanged")
+    def _on_task(self, raw: bytes) -> None:
+        limit = self.params.max_task_chars
+        if len(raw) > 4 * limit + 64:  # UTF-8: at most 4 bytes a character
+            self._reject("task", f"{len(raw)} bytes, over max_task_chars={limit}; task unchanged")
             return
-        self._task = msg.data
+        try:
+            text = _deserialize(raw, String, "task").data
+        except BadInput as err:
+            self._reject("task", str(err))
+            return
+        if len(text) > limit:
+            self._reject("task", f"{len(text)} characters, over max_task_chars={limit}; "
+                                 f"task unchanged")
+            return
+        self._task = text
 
     def _reject(self, name: str, reason: str) -> None:
         self._rejected[name] = self._rejected.get(name, 0) + 1

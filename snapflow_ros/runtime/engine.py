@@ -121,7 +121,7 @@ class ChunkEngine:
         self._epoch = 0  # bumped by every reset: older inferences are dropped
         self._dry_run = False
         self._last_tick_ns: int | None = None
-        self._failed_key: tuple[int, ...] | None = None  # stamps whose decode failed
+        self._failed_key: tuple | None = None  # the inputs whose decode failed
 
     # -- configuration (any thread) -------------------------------------------------------
 
@@ -208,7 +208,25 @@ class ChunkEngine:
         if measured is None or not finite(measured):
             return Hold("no_reference", "the joint state has no finite position for every "
                                         "action joint: nothing to start commanding from")
+        implausible = self._implausible(measured)
+        if implausible:
+            return Hold("no_reference", f"{implausible}: nothing to start commanding from")
         return measured
+
+    def _implausible(self, measured: np.ndarray) -> str:
+        """Why a measured action-joint position cannot be real ('' when it can)."""
+        bound = self.settings.max_abs_state
+        big = np.flatnonzero(np.abs(measured) > bound)
+        if big.size:
+            i = int(big[0])
+            return (f"action joint {i} measured at {measured[i]:g}, beyond max_abs_state="
+                    f"{bound:g}: check the joint state publisher (units, joint order)")
+        far = self.gate.limits.far_outside(measured)
+        if far is not None:
+            return (f"action joint {far} measured at {measured[far]:g}, far outside its limits "
+                    f"{self.gate.limits.describe(far)}: check the joint state publisher "
+                    f"(units, joint order)")
+        return ""
 
     # -- inference loop -------------------------------------------------------------------
 
@@ -234,8 +252,9 @@ class ChunkEngine:
             # nothing newer than what the current chunk was predicted from: not a fault
             self.counters["waits"] += 1
             return Hold("waiting", "no observation newer than the current chunk's")
-        key = tuple(item.stamp_ns for item in snap.items.values())
-        if key == self._failed_key and self.last_hold is not None:
+        key = tuple(snap.items.values())  # the very messages (a re-sent fix is new)
+        if self._failed_key is not None and self.last_hold is not None and len(key) == len(
+                self._failed_key) and all(a is b for a, b in zip(key, self._failed_key)):
             return self.last_hold
         hold = self._check(snap, decode)
         if isinstance(hold, Hold):
@@ -280,12 +299,9 @@ class ChunkEngine:
         if measured is not None:
             if not finite(measured):
                 return Hold("nan", "NaN or inf in the measured action joints")
-            far = self.gate.limits.far_outside(measured)
-            if far is not None:
-                return Hold("out_of_bound", f"action joint {far} measured at {measured[far]:g}, "
-                                            f"far outside its limits "
-                                            f"{self.gate.limits.describe(far)}: check the "
-                                            f"joint state publisher (units, joint order)")
+            implausible = self._implausible(measured)
+            if implausible:
+                return Hold("out_of_bound", implausible)
         return decoded
 
     def _record(self, timer: StageTimer, start_ns: int, done_ns: int, stamp_ns: int,

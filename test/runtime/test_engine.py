@@ -194,3 +194,24 @@ def test_a_stale_joint_state_is_never_a_starting_point():
     assert tick.command is None and "0.150 s old" in eng.hold_reason()
     eng.buffer.put("joints", 150 * MS, [0.05, 0.05])
     assert np.allclose(eng.tick(160 * MS).command, 0.1)
+
+
+def test_an_implausible_reading_is_never_a_starting_point():
+    """Without limits, a joint state of 1e5 must not become the command's start (fuzz find)."""
+    eng = _engine(max_step_delta=0.05)
+    _observe(eng, 0, [0.0, 0.0])
+    eng.infer(lambda: 0, _decode, lambda d, t: np.full((20, A), 0.01))
+    assert np.allclose(eng.tick(0).command, 0.01)
+    eng.set_dry_run(True)
+    eng.set_dry_run(False)  # the next command starts from the measured position
+    eng.buffer.put("joints", 5 * MS, [0.0, 1e5])
+    tick = eng.tick(10 * MS)
+    assert tick.command is None and "beyond max_abs_state" in eng.hold_reason()
+
+
+def test_a_corrected_message_with_the_same_stamp_is_decoded():
+    eng = _engine()
+    _observe(eng, 0, [1.0, 2.0, 3.0])
+    assert eng.infer(lambda: 0, _decode, _predict).kind == "bad_input"
+    eng.buffer.put("joints", 0, [1.0, 2.0])  # same stamp, fixed content
+    assert isinstance(eng.infer(lambda: 0, _decode, _predict), ChunkResult)

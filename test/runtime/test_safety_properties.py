@@ -83,8 +83,10 @@ SENSOR_MODES = ["valid", "stale", "future", "near_future", "nan", "huge", "bad_c
 advance = st.tuples(st.just("advance"), st.integers(1, 300))
 sensors = st.tuples(st.just("sensors"), st.sampled_from(SENSOR_MODES))
 move_arm = st.tuples(st.just("move_arm"), st.lists(st.floats(-6.0, 6.0), min_size=A, max_size=A))
+dry_run = st.tuples(st.just("dry_run"), st.booleans())
+observe = st.tuples(st.just("observe"), st.sampled_from(SENSOR_MODES))
 ops = st.one_of(
-    advance, advance, advance, sensors, sensors, move_arm,
+    advance, advance, advance, sensors, sensors, move_arm, dry_run, observe,
     st.tuples(st.just("observe"), st.sampled_from(SENSOR_MODES)),
     st.tuples(st.just("policy"), st.sampled_from(["sane", "huge", "nan", "inf"]),
               st.sampled_from([None, None, "reset", "dry_on", "dry_off", "params", "move"])),
@@ -131,7 +133,7 @@ def _observe(w: World, kind: str) -> None:
     elif kind == "nan":
         values[w.rng.integers(A)] = np.nan
     elif kind == "huge":
-        values[w.rng.integers(A)] = 1e30
+        values[w.rng.integers(A)] = w.rng.choice([1e5, -1e30])
     msg = "garbage" if kind == "garbage" else JointMsg(values, kind not in ("nan", "huge"))
     w.engine.buffer.put("cam", stamp, "bad" if kind == "bad_cam" else "img", w.now)
     if w.engine.buffer.put("joints", stamp, msg, w.now) is None and kind not in (
@@ -228,8 +230,8 @@ def _advance(w: World, ms: int) -> None:
     w.now = end
 
 
-def _run(seq, seed: int) -> World:
-    start = _settings([-1.0] * A, [1.0] * A, 0.05)
+def _run(seq, seed: int, initial=([-1.0] * A, [1.0] * A, 0.05)) -> World:
+    start = _settings(*initial)
     eng = ChunkEngine(["cam", "joints"], DT, start, _measure, joints="joints")
     w = World(eng, np.random.default_rng(seed), start.limits)
     for op in [("advance", 100), *seq]:  # start with chunks flowing
@@ -258,10 +260,15 @@ def _run(seq, seed: int) -> World:
     return w
 
 
+valid_limits = st.tuples(
+    st.sampled_from([(), tuple([-1.0] * A)]), st.sampled_from([(), tuple([1.0] * A)]),
+    st.sampled_from([0.01, 0.05, 0.3]))
+
+
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ops, min_size=10, max_size=80), st.integers(0, 2**31))
-def test_every_command_satisfies_the_invariant(seq, seed):
-    _run(seq, seed)
+@given(st.lists(ops, min_size=10, max_size=80), st.integers(0, 2**31), valid_limits)
+def test_every_command_satisfies_the_invariant(seq, seed, initial):
+    _run(seq, seed, initial)
 
 
 def test_the_generator_reaches_commands():
