@@ -12,6 +12,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 
@@ -42,11 +43,12 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[
             LaunchConfiguration("params_file"),
-            {
-                "policy_path": LaunchConfiguration("policy_path"),
-                "topic_map": LaunchConfiguration("topic_map"),
-                "device": LaunchConfiguration("device"),
-                "use_sim_time": LaunchConfiguration("use_sim_time"),
+            {  # typed: a value that reads as YAML (policy_path:=2024) stays a string
+                "policy_path": ParameterValue(LaunchConfiguration("policy_path"), value_type=str),
+                "topic_map": ParameterValue(LaunchConfiguration("topic_map"), value_type=str),
+                "device": ParameterValue(LaunchConfiguration("device"), value_type=str),
+                "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"),
+                                               value_type=bool),
             },
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],

@@ -6,16 +6,19 @@
     ros2 launch snapflow_ros sim.launch.py record:=true bag_dir:=demos  # one bag per episode
 
 The bridge publishes /clock and must not use sim time itself; the policy node and the
-recorder run with use_sim_time:=true. In lockstep mode the bridge runs at most
-``lockstep_lead_s`` of sim time past the end of the newest action chunk and then waits, so a
-slow policy slows the simulation down instead of falling behind it. Reset an episode with
+recorder always run with use_sim_time:=true (no argument: anything else would break them).
+policy.launch.py is included in a group that hands it exactly the arguments below and hides
+its own (``--show-args`` lists only these; the bridge's ``params_file`` is not the policy's).
+In lockstep mode the bridge runs at most ``lockstep_lead_s`` of sim time past the end of the
+newest action chunk and then waits, so a slow policy slows the simulation down instead of
+falling behind it. Reset an episode with
 ``ros2 service call /mujoco_bridge/reset std_srvs/srv/Trigger`` (seed: the ``seed`` parameter).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, LogInfo
+from launch.actions import DeclareLaunchArgument, GroupAction, IncludeLaunchDescription, LogInfo
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PythonExpression
@@ -43,6 +46,11 @@ def generate_launch_description() -> LaunchDescription:
                               description="seed of the first episode (-1: random)"),
         DeclareLaunchArgument("policy_path", default_value="",
                               description="policy checkpoint; empty: start no policy node"),
+        DeclareLaunchArgument("device", default_value="auto",
+                              description="policy node device: auto (cuda when present), cpu, "
+                                          "cuda, cuda:N"),
+        DeclareLaunchArgument("policy_params_file", default_value=f"{share}/config/policy.yaml",
+                              description="policy_node parameters YAML"),
         DeclareLaunchArgument("record", default_value="false",
                               description="true: also record one bag per episode (record)"),
         DeclareLaunchArgument("bag_dir", default_value="recordings",
@@ -90,15 +98,21 @@ def generate_launch_description() -> LaunchDescription:
     with_policy = IfCondition(PythonExpression(["'", LaunchConfiguration("policy_path"),
                                                 "' != ''"]))
     if os.path.exists(policy_launch):
-        actions.append(IncludeLaunchDescription(
-            PythonLaunchDescriptionSource(policy_launch),
-            launch_arguments={
+        # forwarding=False: the included file sees only these values, not this file's
+        # configurations (its params_file is not the bridge's), and its own arguments stay out
+        # of this file's --show-args
+        actions.append(GroupAction(
+            [IncludeLaunchDescription(PythonLaunchDescriptionSource(policy_launch))],
+            forwarding=False,
+            launch_configurations={
                 "policy_path": LaunchConfiguration("policy_path"),
+                "params_file": LaunchConfiguration("policy_params_file"),
                 "topic_map": LaunchConfiguration("topic_map"),
-                "use_sim_time": "true",
+                "device": LaunchConfiguration("device"),
+                "use_sim_time": "true",  # the bridge is the clock
                 "namespace": LaunchConfiguration("namespace"),
                 "log_level": LaunchConfiguration("log_level"),
-            }.items(),
+            },
             condition=with_policy,
         ))
     else:

@@ -6,7 +6,8 @@
 # First run on a fresh machine: ~3 min and ~8.5 GB (lerobot 0.4.4 pulls torch 2.10, a CUDA build
 # that also runs on CPU). Re-running when nothing changed takes about a second: dependencies are
 # reinstalled only when requirements.txt/constraints.txt change, the package only when its files do.
-# The package is installed non-editably, so launch/ and config/ land in share/snapflow_ros.
+# The package is installed non-editably, so launch/ and config/ land in share/snapflow_ros, and
+# every executable is linked into lib/snapflow_ros/ (where `ros2 run` / launch_ros look).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${SNAPFLOW_VENV:-$ROOT/.venv}
@@ -49,4 +50,12 @@ if [ "$(cat "$VENV/.snapflow_pkg" 2>/dev/null)" != "$pkg_hash" ]; then
   rm -rf build ./*.egg-info
   echo "$pkg_hash" > "$VENV/.snapflow_pkg"
 fi
+# `ros2 run` and launch_ros look for executables in <prefix>/lib/<package>/, but pip puts console
+# scripts in <prefix>/bin/ (it ignores setup.cfg's install_scripts, which colcon honours): link
+# each one there, so a system or source-built `ros2` finds every tool in this venv.
+libexec="$VENV/lib/snapflow_ros"
+mkdir -p "$libexec"
+for tool in $("$VENV/bin/python" -c 'from snapflow_ros._tools import TOOLS; print(*TOOLS)'); do
+  ln -sfn "../../bin/$tool" "$libexec/$tool"
+done
 log "ready: $VENV (run commands through scripts/run.sh, which sets the ROS environment)"

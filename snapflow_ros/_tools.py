@@ -2,20 +2,21 @@
 
 One table serves ``setup.py`` (console scripts, and so ``ros2 run snapflow_ros <name>``) and
 ``python -m snapflow_ros <name>``. It imports nothing, so ``setup.py`` can read it before the
-package's dependencies are installed.
+package's dependencies are installed. The ROS executables (nodes and ``sim_demos``) start through
+``nodes/entry.py``, which sets up their SIGINT/SIGTERM handling first (``nodes/shutdown.py``).
 """
 
 TOOLS: dict[str, str] = {
     "bench": "snapflow_ros.bench:main",
     "demo": "snapflow_ros.demo:main",
     "demo_synthetic": "snapflow_ros.demo_synthetic:main",
-    "mujoco_bridge": "snapflow_ros.nodes.mujoco_bridge_node:main",
-    "sim_demos": "snapflow_ros.nodes.sim_demos:main",
+    "mujoco_bridge": "snapflow_ros.nodes.entry:mujoco_bridge",
+    "sim_demos": "snapflow_ros.nodes.entry:sim_demos",
     "distill": "snapflow_ros.distill.cli:main_distill",
     "eval": "snapflow_ros.distill.cli:main_eval",
-    "policy_node": "snapflow_ros.nodes.policy_node:main",
+    "policy_node": "snapflow_ros.nodes.entry:policy_node",
     "bag_to_lerobot": "snapflow_ros.data.bag_to_lerobot:main",
-    "record": "snapflow_ros.nodes.recorder_node:main",
+    "record": "snapflow_ros.nodes.entry:record",
 }
 
 DESCRIPTIONS: dict[str, str] = {

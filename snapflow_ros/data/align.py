@@ -174,6 +174,12 @@ def interval_stats(stamps: np.ndarray) -> dict[str, float]:
     return out
 
 
+def median_interval(stamps: np.ndarray) -> float:
+    """Median interval (ns) between consecutive distinct stamps; NaN below two."""
+    stamps = np.unique(np.asarray(stamps, dtype=np.int64))
+    return float(np.median(np.diff(stamps))) if stamps.size >= 2 else float("nan")
+
+
 def age_stats(ages: np.ndarray) -> dict[str, float]:
     """Sample ages (ns) → mean / p95 / max in ms (NaN when empty)."""
     ages = np.asarray(ages, dtype=np.float64) / 1e6

@@ -16,6 +16,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+STORAGE_SUFFIXES = (".mcap", ".db3")
 REPAIR_HINT = (
     "the bag may be truncated or corrupt (e.g. its recorder was killed before closing it); "
     "re-record it, or repair it with `ros2 bag reindex` (sqlite3) / `mcap recover` (mcap)"
@@ -38,6 +39,23 @@ def is_bag(path: Path) -> bool:
     return path.is_dir() and (path / "metadata.yaml").is_file()
 
 
+def _storage_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES) \
+        if path.is_dir() else []
+
+
+def _no_metadata(path: Path) -> BagError:
+    """The error for a folder without metadata.yaml: a bag to reindex, or not a bag at all."""
+    files = _storage_files(path)
+    if files:
+        return BagError(
+            f"bag '{path}' has storage files ({', '.join(f.name for f in files)}) but no "
+            f"metadata.yaml (its recorder was killed before writing it?); regenerate it with "
+            f"`ros2 bag reindex {path}`, then convert again")
+    return BagError(f"'{path}' is not a rosbag2 directory (no metadata.yaml) and holds none; "
+                    f"pass bag directories (the folders `ros2 bag record` or `record` write)")
+
+
 def find_bags(paths: Iterable[str | Path]) -> list[Path]:
     """Expand the arguments into bag directories, in order.
 
@@ -52,13 +70,14 @@ def find_bags(paths: Iterable[str | Path]) -> list[Path]:
             continue
         if not path.exists():
             raise BagError(f"bag '{path}' does not exist")
-        inner = sorted(p for p in path.iterdir() if not p.name.startswith(".") and is_bag(p)) \
+        subs = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir()) \
             if path.is_dir() else []
+        broken = [p for p in subs if not is_bag(p) and _storage_files(p)]
+        if broken:  # a recording whose metadata.yaml is missing: never skip it silently
+            raise _no_metadata(broken[0])
+        inner = [p for p in subs if is_bag(p)]
         if not inner:
-            raise BagError(
-                f"'{path}' is not a rosbag2 directory (no metadata.yaml) and holds none; pass "
-                f"bag directories (the folders `ros2 bag record` or `record` write)"
-            )
+            raise _no_metadata(path)
         bags.extend(inner)
     dup = sorted({str(b) for b in bags if bags.count(b) > 1})
     if dup:
@@ -72,8 +91,9 @@ class BagFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not is_bag(self.path):
-            raise BagError(f"'{self.path}' is not a rosbag2 directory (no metadata.yaml)")
+            raise _no_metadata(self.path)
         self._reader: Any = None
+        self.notes: list[str] = []
 
     def __enter__(self) -> BagFile:
         from rosbags.highlevel import AnyReader
@@ -111,6 +131,33 @@ class BagFile:
         return sum(int(info.msgcount) for name, info in self.reader.topics.items()
                    if name in wanted)
 
+    def listed_count(self, topic: str) -> int:
+        """The number of messages metadata.yaml lists for ``topic`` (0 if not listed)."""
+        info = self.reader.topics.get(topic)
+        return int(info.msgcount) if info is not None else 0
+
+    def count_mismatch(self, topic: str, listed: int, read: int) -> str:
+        """Why the storage returned ``read`` of the ``listed`` messages of ``topic``, and the
+        fix: rosbags only returns messages whose storage connection equals metadata.yaml's
+        entry (type, type hash, serialization format, offered QoS profiles)."""
+        meta = [c for c in self.reader.connections if c.topic == topic]
+        dirs = [getattr(r, "storage", r) for r in getattr(self.reader, "readers", [])]
+        stored = [c for d in dirs for st in getattr(d, "storages", []) for c in st.connections
+                  if c.topic == topic]
+        differs = sorted({what for m in meta for c in stored for what, a, b in (
+            ("type", m.msgtype, c.msgtype),
+            ("offered_qos_profiles", getattr(m.ext, "offered_qos_profiles", None),
+             getattr(c.ext, "offered_qos_profiles", None)),
+            ("serialization_format", getattr(m.ext, "serialization_format", None),
+             getattr(c.ext, "serialization_format", None)),
+            ("type_description_hash", m.digest if c.digest else "", c.digest if m.digest else ""),
+        ) if a != b})
+        cause = (f"its {' and '.join(differs)} in metadata.yaml differ from the storage file's"
+                 if differs else "the storage files hold fewer messages than metadata.yaml says")
+        return (f"bag '{self.path}': metadata.yaml lists {listed} messages on '{topic}' but the "
+                f"storage returned {read}: {cause} (a hand-joined or edited metadata.yaml?); "
+                f"regenerate it with `ros2 bag reindex {self.path}`")
+
     @property
     def custom_data(self) -> dict[str, str]:
         """``custom_data`` of metadata.yaml (``ros2 bag record --custom-data k=v``)."""
@@ -123,9 +170,8 @@ class BagFile:
 
     @property
     def storage_id(self) -> str:
-        for f in sorted(self.path.iterdir()):
-            if f.suffix in (".mcap", ".db3"):
-                return "mcap" if f.suffix == ".mcap" else "sqlite3"
+        for f in _storage_files(self.path):
+            return "mcap" if f.suffix == ".mcap" else "sqlite3"
         return "unknown"
 
     def require_topic(self, topic: str, accepted: Sequence[str], what: str) -> str:

@@ -5,42 +5,51 @@
 Features come from the topic map (cameras → ``observation.images.<name>``, JointState by joint
 name → ``observation.state``, the action topic → ``action``). Frames are driven by a reference
 camera resampled at the map's fps; every other feature is the latest message at or before the
-frame's stamp and at most ``--max-age`` older (``align``/``sync`` give the exact rules). Each bag
-is an episode, or each start/stop interval of ``--episode-topic``; a frame that cannot be filled
-ends the episode there (``sync``). The dataset and its sync report appear all at once or not at
-all; ``--append`` adds episodes to an existing dataset the same way (its sync report then covers
-the old bags and the new).
+frame's stamp within its freshness window (joints: per joint, from any message on the topic),
+measured from each topic's rate unless ``--max-age``/``--max-age-for`` set it (``align``/``sync``
+give the exact rules). Each bag is an episode, or each start/stop interval of
+``--episode-topic``; a frame that cannot be filled, or whose message cannot be used (NaN joint,
+broken image), ends the episode there (``sync``). ``--jobs N`` converts bags in N processes and
+merges the parts. The dataset and its sync report appear all at once or not at all, also on
+Ctrl-C, SIGTERM or SIGKILL (``build_dir``); ``--append`` adds episodes to an existing dataset
+the same way (its sync report then covers the old bags and the new).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from snapflow_ros.data.bag_reader import BagError, BagFile, find_bags
-from snapflow_ros.data.frames import iter_frames
-from snapflow_ros.data.lerobot_writer import VIDEO_CODECS, DatasetExistsError, LeRobotWriter
-from snapflow_ros.data.streams import ConversionError, read_streams, stream_specs
-from snapflow_ros.data.sync import SyncOptions, plan_bag
-from snapflow_ros.data.sync_report import (
-    JSON_NAME,
-    TEXT_NAME,
-    bag_entry,
-    build_report,
-    format_summary,
+from snapflow_ros.data.bag_reader import BagError, find_bags
+from snapflow_ros.data.build_dir import BuildDir
+from snapflow_ros.data.convert_bag import convert_bag
+from snapflow_ros.data.lerobot_writer import (
+    VIDEO_CODECS,
+    VIDEO_ENCODERS,
+    DatasetCheckError,
+    DatasetExistsError,
+    check_appendable,
+    check_output,
+    check_stats,
 )
+from snapflow_ros.data.parallel import convert_parts, features_of, merge_parts, writer_for
+from snapflow_ros.data.streams import ConversionError
+from snapflow_ros.data.sync import SyncOptions
+from snapflow_ros.data.sync_report import JSON_NAME, TEXT_NAME, build_report, format_summary
 from snapflow_ros.topic_map import ACTION_KEY, STATE_KEY, TopicMap, TopicMapError, load_topic_map
 
 log = logging.getLogger(__name__)
 ALIASES = {"state": STATE_KEY, "action": ACTION_KEY}
+SVTAV1_MIN_WIDTH = 32  # narrower frames make SVT-AV1 3.0 divide by zero (SIGFPE)
 
 
 @dataclass
@@ -59,10 +68,11 @@ class ConvertConfig:
     task: str = ""
     video: bool = True
     vcodec: str = "libsvtav1"
-    streaming_encoding: bool = False
+    video_encoder: str = "direct"
     min_episode_frames: int = 1
     overwrite: bool = False
     append: bool = False
+    jobs: int = 1
     image_writer_threads: int = 2
     progress: bool = True
 
@@ -83,72 +93,80 @@ def sync_options(cfg: ConvertConfig) -> SyncOptions:
             raise ValueError(f"--max-age-for {name}: unknown feature; use a camera name "
                              f"{tm.camera_names}, 'state' or 'action'")
         ages[key] = float(age)
-    default = cfg.max_age if cfg.max_age > 0 else 2.0 / tm.fps
-    if any(a <= 0 for a in ages.values()) or cfg.min_episode_frames < 1:
+    if any(a <= 0 for a in ages.values()) or cfg.max_age < 0 or cfg.min_episode_frames < 1:
         raise ValueError("freshness windows must be > 0 s and --min-episode-frames >= 1")
+    if cfg.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {cfg.jobs}")
+    narrow = [c.name for c in tm.cameras if c.width < SVTAV1_MIN_WIDTH]
+    if cfg.video and cfg.vcodec == "libsvtav1" and narrow:
+        raise ValueError(f"libsvtav1 (SVT-AV1 3.0) crashes on frames narrower than "
+                         f"{SVTAV1_MIN_WIDTH} pixels (cameras {narrow}); use --vcodec h264 or "
+                         f"a larger camera width in the topic map")
+    min_frames = cfg.min_episode_frames
+    if cfg.video and cfg.vcodec in ("h264", "hevc") and min_frames < 2:
+        min_frames = 2  # lerobot 0.4.4 fails to append a 1-frame h264/hevc episode's video
     return SyncOptions(fps=float(round(tm.fps)), reference=tm.camera(reference).key,
-                       max_age=ages, default_age=default, min_frames=cfg.min_episode_frames)
-
-
-def bag_task(cfg: ConvertConfig, custom: dict[str, str], bag: Path) -> str | None:
-    """The bag's task: metadata ``custom_data.task`` (per_bag), ``--task``, the map's text."""
-    source = cfg.topic_map.task.source
-    text = (custom.get("task", "") if source == "per_bag" else "") or cfg.task \
-        or cfg.topic_map.task.text
-    if not text and source != "topic":
-        raise ConversionError(
-            f"no task for bag '{bag}': set task.text in the topic map, pass --task, or (task "
-            f"source per_bag) record the bag with custom_data task=<text>")
-    return text or None
+                       max_age=ages, default_age=cfg.max_age if cfg.max_age > 0 else None,
+                       min_frames=min_frames)
 
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.bags`` into a dataset at ``cfg.output``; returns the sync report."""
     opts = sync_options(cfg)
-    tm = cfg.topic_map
     bags = find_bags(cfg.bags)
-    specs = stream_specs(tm, cfg.namespace, cfg.episode_topic)
-    keys = [cam.key for cam in tm.cameras] + [STATE_KEY, ACTION_KEY]
-    entries: list[dict[str, Any]] = []
-    writer = LeRobotWriter(
-        cfg.output, repo_id=cfg.repo_id or f"local/{cfg.output.name}", fps=int(opts.fps),
-        features=tm.lerobot_features(video=cfg.video), robot_type=tm.robot_type,
-        video=cfg.video, vcodec=cfg.vcodec, image_writer_threads=cfg.image_writer_threads,
-        overwrite=cfg.overwrite, append=cfg.append, streaming=cfg.streaming_encoding)
-    with writer:
-        earlier = _earlier_bags(cfg.output) if writer.appended_to else []
-        for path in bags:
-            with BagFile(path) as bag:
-                task = bag_task(cfg, bag.custom_data, path)
-                total = bag.message_count({s.topic for s in specs if s.topic in bag.topics})
-                with tqdm(total=total, desc=path.name, unit="msg", disable=not cfg.progress,
-                          file=sys.stderr, leave=False) as bar:
-                    streams = read_streams(bag, specs, progress=bar.update)
-                    plan = plan_bag(streams, opts, keys, task)
-                    bar.reset(total=max(plan.kept, 1))
-                    bar.unit = "frame"
-                    for frame, last in iter_frames(bag, plan, streams, tm, task):
-                        writer.add_frame(frame)
-                        if last:
-                            writer.save_episode()
-                        bar.update(1)
-                entries.append(bag_entry(path, bag.storage_id, task, plan))
-                log.info("%s: %d frames in %d episode(s), dropped %s", path.name, plan.kept,
-                         len(plan.episodes), dict(plan.drop_counts) or "none")
-        settings = {"namespace": cfg.namespace, "episode_topic": cfg.episode_topic,
-                    "video": cfg.video, "vcodec": cfg.vcodec if cfg.video else None,
-                    "streaming_encoding": cfg.video and cfg.streaming_encoding,
-                    "min_episode_frames": cfg.min_episode_frames, "topic_map": tm.to_dict()}
-        new = build_report(cfg.output, opts, entries, settings)["totals"]
-        if new["frames_written"] == 0:
-            raise ConversionError(
-                "no frame could be filled in any bag (dropped: "
-                f"{new['dropped'] or 'nothing: the reference topic is empty'}); "
-                "check the topics' stamps and rates, or widen --max-age / --max-age-for")
-        report = build_report(cfg.output, opts, earlier + entries, settings)
-        writer.extra_files = {JSON_NAME: json.dumps(_clean(report), indent=2) + "\n",
-                              TEXT_NAME: format_summary(report)}
+    fps = int(opts.fps)
+    existing = check_output(cfg.output, cfg.overwrite, cfg.append)
+    if existing:
+        check_appendable(cfg.output, fps, features_of(cfg))
+    old = cfg.output if existing else None
+    settings = {"namespace": cfg.namespace, "episode_topic": cfg.episode_topic,
+                "video": cfg.video, "vcodec": cfg.vcodec if cfg.video else None,
+                "video_encoder": cfg.video_encoder if cfg.video else None, "jobs": cfg.jobs,
+                "min_episode_frames": opts.min_frames, "topic_map": cfg.topic_map.to_dict()}
+    with BuildDir(cfg.output) as build:
+        earlier = _earlier_bags(cfg.output) if existing else []
+        if cfg.jobs > 1 and len(bags) > 1:
+            start = time.perf_counter()
+            per_part = convert_parts(cfg, opts, bags, build.parts)
+            entries = [e for part in per_part for e in part]
+            report = _report(cfg, opts, earlier, entries, settings)
+            middle = time.perf_counter()
+            merge_parts(cfg, build.parts, per_part, build.dataset, old)
+            check_stats(build.dataset)
+            _write_reports(build.dataset, report)
+            log.info("%d bags converted in %.2f s by %d processes, merged in %.2f s",
+                     len(bags), middle - start, len(per_part), time.perf_counter() - middle)
+        else:
+            with writer_for(cfg, build.dataset, fps, append_from=old) as writer:
+                entries = [convert_bag(path, cfg, opts, writer, cfg.progress) for path in bags]
+                report = _report(cfg, opts, earlier, entries, settings)
+                writer.extra_files = _report_files(report)
+        build.commit()
     return report
+
+
+def _report(cfg: ConvertConfig, opts: SyncOptions, earlier: list[dict[str, Any]],
+            entries: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The report over all bags; raises ConversionError when the new bags gave no frame."""
+    new = build_report(cfg.output, opts, entries, settings)["totals"]
+    if new["frames_written"] == 0:
+        notes = "; ".join(n for e in entries for n in e["notes"])
+        raise ConversionError(
+            "no frame could be filled in any bag (dropped: "
+            f"{new['dropped'] or 'nothing: the reference topic is empty'})"
+            + (f"; {notes}" if notes else "")
+            + "; check the topics' stamps and rates, or widen --max-age / --max-age-for")
+    return build_report(cfg.output, opts, earlier + entries, settings)
+
+
+def _report_files(report: dict[str, Any]) -> dict[str, str]:
+    return {JSON_NAME: json.dumps(_clean(report), indent=2) + "\n",
+            TEXT_NAME: format_summary(report)}
+
+
+def _write_reports(root: Path, report: dict[str, Any]) -> None:
+    for name, text in _report_files(report).items():
+        (root / name).write_text(text)
 
 
 def _earlier_bags(root: Path) -> list[dict[str, Any]]:
@@ -172,8 +190,20 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError: what failed, on which path, and what to do."""
+    where = f" '{err.filename}'" if err.filename else ""
+    hint = {errno.EACCES: "choose an --output in a folder you can write to",
+            errno.EPERM: "choose an --output in a folder you can write to",
+            errno.EROFS: "the file system is read-only: choose another --output",
+            errno.ENOSPC: "the disk is full: free space or choose another --output",
+            errno.EDQUOT: "the disk quota is exceeded: free space or choose another --output",
+            }.get(err.errno or 0, "nothing was written at --output")
+    return f"{err.strerror or err}{where}; {hint}"
+
+
 def _key_value(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
+    name, _sep, value = text.partition("=")
     try:
         return name.strip(), float(value)
     except ValueError:
@@ -193,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="namespace of the map's relative topics (default: /)")
     p.add_argument("--reference", default="", help="camera that drives frames (default: first)")
     p.add_argument("--max-age", type=float, default=0.0,
-                   help="freshness window in s for every feature (default: 2/fps)")
+                   help="freshness window in s for every feature (default: measured per topic, "
+                        "1.5 x its median interval, at least 2/fps)")
     p.add_argument("--max-age-for", type=_key_value, action="append", default=[],
                    metavar="NAME=S", help="per-feature window: a camera name, state or action")
     p.add_argument("--episode-topic", default="",
@@ -204,21 +235,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store cameras as video (mp4); --no-video stores PNG images")
     p.add_argument("--vcodec", choices=VIDEO_CODECS, default="libsvtav1",
                    help="video codec (default: libsvtav1, lerobot's)")
-    p.add_argument("--streaming-encoding", action=argparse.BooleanOptionalAction, default=False,
-                   help="encode video in threads while reading instead of lerobot's PNGs + "
-                        "encoding per episode (default: off; faster on short episodes with "
-                        "idle cores, more CPU on long ones)")
+    p.add_argument("--video-encoder", choices=VIDEO_ENCODERS, default="direct",
+                   help="direct (default): encode frames while reading, no PNGs, statistics on "
+                        "lerobot's sample of frames; lerobot: lerobot's PNGs + encoding")
+    p.add_argument("--streaming-encoding", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="convert bags in N processes and merge the parts (default: 1)")
     p.add_argument("--min-episode-frames", type=int, default=1,
-                   help="drop gap-free pieces shorter than this (default: 1)")
+                   help="drop gap-free pieces shorter than this (default: 1; 2 with h264/hevc "
+                        "video, whose 1-frame episodes lerobot cannot append)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset at --output (only once the new one is done)")
     p.add_argument("--append", action="store_true",
                    help="add these bags' episodes to the dataset at --output (same topic map "
                         "and --video; the old dataset stays as it was if anything fails)")
     p.add_argument("--image-writer-threads", type=int, default=2,
-                   help="threads writing frame images while bags are read (default: 2)")
+                   help="threads writing PNG frames (--no-video, --video-encoder lerobot)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM/SIGHUP, raised in the main thread so every cleanup runs (a subclass:
+    CPython 3.11 turns a plain KeyboardInterrupt that crossed a nested eval into an exit by
+    SIGINT even when it was handled)."""
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,21 +270,38 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, force=True, format="%(levelname)s %(message)s")
     for noisy in ("datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.streaming_encoding:
+        log.info("--streaming-encoding is the default now (--video-encoder direct); ignored")
+    previous = {s: signal.signal(s, _interrupt)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         cfg = ConvertConfig(
             bags=args.bags, output=args.output, topic_map=load_topic_map(args.topic_map or None),
             repo_id=args.repo_id, namespace=args.namespace, reference=args.reference,
             max_age=args.max_age, max_age_for=dict(args.max_age_for),
             episode_topic=args.episode_topic, task=args.task, video=args.video,
-            vcodec=args.vcodec, streaming_encoding=args.streaming_encoding,
-            min_episode_frames=args.min_episode_frames,
-            overwrite=args.overwrite, append=args.append,
-            image_writer_threads=args.image_writer_threads,
+            vcodec=args.vcodec, video_encoder=args.video_encoder,
+            min_episode_frames=args.min_episode_frames, overwrite=args.overwrite,
+            append=args.append, jobs=args.jobs, image_writer_threads=args.image_writer_threads,
             progress=not args.no_progress)
+        start = time.perf_counter()
         report = convert(cfg)
-    except (BagError, ConversionError, DatasetExistsError, TopicMapError, ValueError) as err:
+        log.info("conversion took %.2f s", time.perf_counter() - start)
+    except (BagError, ConversionError, DatasetExistsError, DatasetCheckError, TopicMapError,
+            ValueError) as err:
         log.error("%s", err)
         return 1
+    except OSError as err:
+        log.error("%s", os_error_line(err))
+        return 1
+    except KeyboardInterrupt as err:
+        name = str(err) or "SIGINT"
+        log.error("interrupted (%s): nothing was written at %s%s", name, args.output,
+                  " (the dataset there is as it was)" if args.overwrite or args.append else "")
+        return 128 + int(getattr(signal, name, signal.SIGINT))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     print(format_summary(report), end="")  # noqa: T201 (the CLI's final output)
     return 0
 

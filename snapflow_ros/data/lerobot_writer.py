@@ -1,36 +1,39 @@
-"""A LeRobot v3.0 dataset written all or nothing (lerobot's ``LeRobotDataset`` writer).
+"""A LeRobot v3.0 dataset written with lerobot's ``LeRobotDataset`` writer, checked at the end.
 
-``LeRobotWriter`` builds the dataset in a hidden temporary directory beside ``root``
-(``snapflow_ros.atomic``) and moves it into place only after ``finalize()`` (which lerobot
-requires: it writes the parquet footers) and any extra files (the sync report) are written. A
-failure or Ctrl-C removes the temporary directory, so ``root`` is either absent, the previous
-dataset (``overwrite``), or a complete new one. ``append`` copies the existing dataset into
-the temporary directory first, adds the new episodes there and swaps it in the same way, so a
-failed append leaves the old dataset untouched (it costs one copy of the dataset on disk).
+``LeRobotWriter`` creates the dataset at a path that must not exist yet (the converter points it
+into its hidden build folder, ``build_dir``, and moves the result into place) or, with
+``append_from``, copies an existing dataset there and adds episodes to the copy. Video frames
+go to ``DirectVideoEncoder`` (no PNGs, statistics on lerobot's sample of frames) unless
+``video_encoder="lerobot"`` (lerobot's PNGs and per-episode encoding, in this process: no
+encoder processes that could outlive it). Closing refuses a dataset whose statistics hold a
+non-finite number.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from snapflow_ros.atomic import atomic_directory
+from snapflow_ros.data.direct_video import DirectVideoEncoder
 from snapflow_ros.sched_guard import keep_scheduling_policy
 
 log = logging.getLogger(__name__)
 
 VIDEO_CODECS = ("libsvtav1", "h264", "hevc")
-ENCODER_STALL_S = 120.0
-PRIVATE_ENCODER_STATE = ("_frame_queues", "_threads", "_dropped_frames")  # lerobot 0.4.4
+VIDEO_ENCODERS = ("direct", "lerobot")
 
 
 class DatasetExistsError(FileExistsError):
     """The output root exists and may not be replaced."""
+
+
+class DatasetCheckError(RuntimeError):
+    """A finished dataset that fails the final check (never moved into place)."""
 
 
 def check_output(root: Path, overwrite: bool, append: bool = False) -> bool:
@@ -88,6 +91,24 @@ def check_appendable(root: Path, fps: int, features: dict[str, Any]) -> None:
             "made with, or write a new dataset")
 
 
+def check_stats(root: Path) -> None:
+    """Raise DatasetCheckError if ``meta/stats.json`` holds a non-finite number."""
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    bad = []
+    for key, feature in stats.items():
+        for name, value in feature.items():
+            flat = value if isinstance(value, list) else [value]
+            while flat and isinstance(flat[0], list):
+                flat = [x for sub in flat for x in sub]
+            if any(not math.isfinite(float(x)) for x in flat):
+                bad.append(f"{key}.{name}")
+    if bad:
+        raise DatasetCheckError(
+            f"refusing to finish the dataset: meta/stats.json has non-finite values in "
+            f"{', '.join(bad[:6])}; this is a converter bug (a bad value got through): "
+            f"please report it with the sync report")
+
+
 def _remove_empty_dirs(top: Path) -> None:
     """Remove ``top`` and its sub-folders if they hold no files (lerobot's emptied frame dirs)."""
     if not top.is_dir() or any(p.is_file() for p in top.rglob("*")):
@@ -101,67 +122,64 @@ class LeRobotWriter:
     """A context manager around lerobot's ``create``/``add_frame``/``save_episode``/``finalize``.
 
     Frames are dicts of feature key → value (images (H, W, 3) uint8, vectors float32) plus
-    ``"task"``. ``extra_files`` (name → text) are written beside ``meta/`` at the dataset root.
-
-    With ``streaming`` (video only), lerobot encodes frames in background threads as they are
-    added instead of writing PNGs and encoding at ``save_episode`` (faster on short episodes
-    when cores are idle; its per-frame statistics cost more CPU on long ones). Its encoder drops
-    frames when its queue stays full (it was made for live recording), so
-    ``add_frame`` waits for room in the queue (lerobot 0.4.4's private ``_frame_queues``) and
-    ``save_episode`` fails if any frame was dropped anyway.
+    ``"task"``; call ``begin_episode(length)`` before an episode's first frame. ``extra_files``
+    (name → text) are written beside ``meta/`` at the dataset root. Closing without any episode
+    raises unless ``allow_empty`` (a parallel conversion's part for a bag without frames).
     """
 
     def __init__(self, root: str | Path, *, repo_id: str, fps: int, features: dict[str, Any],
                  robot_type: str, video: bool, vcodec: str = "libsvtav1",
-                 image_writer_threads: int = 2, overwrite: bool = False,
-                 append: bool = False, streaming: bool = False) -> None:
+                 video_encoder: str = "direct", image_writer_threads: int = 2,
+                 append_from: Path | None = None, allow_empty: bool = False) -> None:
         if vcodec not in VIDEO_CODECS:
             raise ValueError(f"vcodec {vcodec!r} is not one of {VIDEO_CODECS}")
+        if video_encoder not in VIDEO_ENCODERS:
+            raise ValueError(f"video encoder {video_encoder!r} is not one of {VIDEO_ENCODERS}")
         self.root = Path(root)
         self.repo_id, self.fps, self.features = repo_id, int(fps), features
         self.robot_type, self.video, self.vcodec = robot_type, video, vcodec
-        self.image_writer_threads, self.overwrite = image_writer_threads, overwrite
-        self.append = append
+        self.video_encoder = video_encoder if video else ""
+        self.image_writer_threads = image_writer_threads
+        self.append_from = append_from
+        self.allow_empty = allow_empty
         self.appended_to = 0  # episodes already in the dataset appended to
-        self.streaming = streaming and video
         self.episodes = 0
         self.frames = 0
         self.extra_files: dict[str, str] = {}
-        self._atomic: Any = None
         self._dataset: Any = None
+        self._direct: DirectVideoEncoder | None = None
 
     def __enter__(self) -> LeRobotWriter:
-        existing = check_output(self.root, self.overwrite, self.append)
-        if existing:
-            check_appendable(self.root, self.fps, self.features)
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-        self._atomic = atomic_directory(self.root)
-        tmp = self._atomic.__enter__()
-        try:
-            tmp.rmdir()  # lerobot creates the root itself and refuses an existing one
-            if existing:
-                shutil.copytree(self.root, tmp)
-                self._dataset = LeRobotDataset(
-                    self.repo_id, root=tmp, vcodec=self.vcodec, video_backend="pyav",
-                    streaming_encoding=self.streaming)
-                self.appended_to = int(self._dataset.meta.total_episodes)
-                if self.image_writer_threads > 0:
-                    self._dataset.start_image_writer(num_threads=self.image_writer_threads)
-            else:
-                self._dataset = LeRobotDataset.create(
-                    repo_id=self.repo_id, fps=self.fps, features=self.features, root=tmp,
-                    robot_type=self.robot_type, use_videos=self.video, vcodec=self.vcodec,
-                    image_writer_threads=self.image_writer_threads, video_backend="pyav",
-                    streaming_encoding=self.streaming)
-            encoder = self._encoder()
-            if self.streaming and not all(hasattr(encoder, a) for a in PRIVATE_ENCODER_STATE):
-                raise RuntimeError("this lerobot version's streaming video encoder is unknown; "
-                                   "convert without --streaming-encoding")
-        except BaseException as err:
-            self._atomic.__exit__(type(err), err, err.__traceback__)
-            raise
+        threads = self.image_writer_threads if self.video_encoder != "direct" else 0
+        if self.append_from is not None:
+            shutil.copytree(self.append_from, self.root)
+            self._dataset = LeRobotDataset(self.repo_id, root=self.root, vcodec=self.vcodec,
+                                           video_backend="pyav")
+            self.appended_to = int(self._dataset.meta.total_episodes)
+            if threads > 0:
+                self._dataset.start_image_writer(num_threads=threads)
+        else:
+            self._dataset = LeRobotDataset.create(
+                repo_id=self.repo_id, fps=self.fps, features=self.features, root=self.root,
+                robot_type=self.robot_type, use_videos=self.video, vcodec=self.vcodec,
+                image_writer_threads=threads, video_backend="pyav")
+        if self.video_encoder == "direct":
+            self._attach_direct_encoder()
         return self
+
+    def _attach_direct_encoder(self) -> None:
+        ds = self._dataset
+        if getattr(ds, "_streaming_encoder", "absent") is not None:  # not lerobot 0.4.4's
+            log.warning("this lerobot version's dataset writer is unknown to the direct video "
+                        "encoder; using lerobot's own (PNG frames, slower)")
+            self.video_encoder = "lerobot"
+            if self.image_writer_threads > 0:
+                ds.start_image_writer(num_threads=self.image_writer_threads)
+            return
+        self._direct = DirectVideoEncoder(self.fps, self.vcodec)
+        ds._streaming_encoder = self._direct  # lerobot 0.4.4's streaming-encoder slot
 
     @property
     def dataset(self) -> Any:
@@ -169,62 +187,68 @@ class LeRobotWriter:
             raise RuntimeError("LeRobotWriter is not open (use it in a `with` block)")
         return self._dataset
 
-    def _encoder(self) -> Any:
-        return getattr(self._dataset, "_streaming_encoder", None)
+    @property
+    def buffered(self) -> int:
+        """Frames added to the episode being written."""
+        buffer = self.dataset.episode_buffer
+        return int(buffer["size"]) if buffer else 0
+
+    def begin_episode(self, length: int) -> None:
+        """Announce the next episode's number of frames (the direct encoder samples by it)."""
+        if self.buffered:
+            raise RuntimeError("begin_episode() while an episode is being written")
+        if self._direct is not None:
+            self._direct.expect(length)
 
     def add_frame(self, frame: dict[str, Any]) -> None:
-        encoder = self._encoder()
-        if encoder is not None:  # back-pressure instead of lerobot's frame dropping
-            threads = getattr(encoder, "_threads", {})
-            for key, q in getattr(encoder, "_frame_queues", {}).items():
-                deadline = time.monotonic() + ENCODER_STALL_S
-                while q.maxsize and q.qsize() >= q.maxsize - 1 and threads[key].is_alive():
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"lerobot's video encoder for {key} made no progress "
-                                           f"in {ENCODER_STALL_S:.0f} s")
-                    time.sleep(0.002)
         self.dataset.add_frame(frame)  # raises if an encoder thread died
 
     def save_episode(self) -> None:
-        size = int(self.dataset.episode_buffer["size"])
+        size = self.buffered
         if size == 0:
             raise RuntimeError("save_episode() with no frames added")
-        dropped = {k: n for k, n in getattr(self._encoder(), "_dropped_frames", {}).items() if n}
-        if dropped:
-            raise RuntimeError(f"lerobot's video encoder dropped frames {dropped}; convert "
-                               f"without --streaming-encoding")
         with keep_scheduling_policy():  # libsvtav1 makes the encoding thread real-time
-            self.dataset.save_episode()
+            self.dataset.save_episode(parallel_encoding=False)  # no encoder processes
         self.episodes += 1
         self.frames += size
 
+    def discard_episode(self) -> None:
+        """Drop the frames added since the last ``save_episode`` (and their files)."""
+        ds = self.dataset
+        if not self.buffered:
+            return
+        from lerobot.datasets.utils import DEFAULT_IMAGE_PATH
+
+        index = int(ds.episode_buffer["episode_index"])
+        if ds.image_writer is not None:
+            ds.image_writer.wait_until_done()
+        ds.clear_episode_buffer(delete_images=True)  # image keys, and the encoder's episode
+        for key in ds.meta.video_keys:  # lerobot leaves the PNGs of video keys behind
+            folder = ds.root / Path(DEFAULT_IMAGE_PATH.format(
+                image_key=key, episode_index=index, frame_index=0)).parent
+            shutil.rmtree(folder, ignore_errors=True)
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        with keep_scheduling_policy():  # finalize() may encode the last batch of episodes
-            self._close(exc_type, exc, tb)
-
-    def _close(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-               tb: TracebackType | None) -> None:
         dataset, self._dataset = self._dataset, None
-        try:
-            if exc is None:
-                if self.episodes == 0:
-                    raise RuntimeError("no episode was written; refusing to leave an empty "
-                                       "dataset")
-                dataset.finalize()
-                dataset.stop_image_writer()
-                _remove_empty_dirs(Path(dataset.root) / "images")
-                for name, text in self.extra_files.items():
-                    (Path(dataset.root) / name).write_text(text)
-            else:
-                # flush lerobot's buffers now: its destructors would otherwise write them into
-                # the directory after it is removed
+        with keep_scheduling_policy():  # finalize() may encode the last batch of episodes
+            if exc is not None:
+                # flush lerobot's buffers and stop its threads now: its destructors would
+                # otherwise write into the build folder while it is removed
                 for close in (dataset.stop_image_writer, dataset.finalize):
                     try:
                         close()
                     except Exception:  # the first error matters, not the cleanup's
                         log.debug("closing the failed dataset: %s failed", close, exc_info=True)
-        except BaseException as err:
-            self._atomic.__exit__(type(err), err, err.__traceback__)
-            raise
-        self._atomic.__exit__(exc_type, exc, tb)
+                return
+            empty = self.episodes == 0 and not self.appended_to
+            if empty and not self.allow_empty:
+                raise RuntimeError("no episode was written; refusing to leave an empty dataset")
+            dataset.finalize()
+            dataset.stop_image_writer()
+        if empty:
+            return
+        _remove_empty_dirs(Path(dataset.root) / "images")
+        check_stats(Path(dataset.root))
+        for name, text in self.extra_files.items():
+            (Path(dataset.root) / name).write_text(text)

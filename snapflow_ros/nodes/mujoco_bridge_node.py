@@ -37,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory
 from snapflow_ros.conversions.image import fill_image_msg
 from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import fill_stamp, stamp_to_ns
+from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.mujoco_bridge_params import MujocoBridgeParams
 from snapflow_ros.nodes.params import declare, help_requested, updated, usage
 from snapflow_ros.sim.env import EpisodeStatus, MujocoEnv
@@ -236,32 +237,47 @@ class MujocoBridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """``mujoco_bridge [--ros-args -p name:=value ...]``; exits 1 on a bad configuration."""
+    """``mujoco_bridge [--ros-args -p name:=value ...]``; exits 1 on a bad configuration, 0 when
+    stopped by SIGINT/SIGTERM (also during start-up)."""
     argv = sys.argv if args is None else args
     if help_requested(argv):
         print(usage("mujoco_bridge", __doc__.split("\n")[0], MujocoBridgeParams))  # noqa: T201
         return 0
     rclpy.init(args=argv)
+    log = rclpy.logging.get_logger("mujoco_bridge")
     try:
         node = MujocoBridgeNode()
-    except Exception as err:  # a bad scene, map or parameter: say what and stop
-        rclpy.logging.get_logger("mujoco_bridge").fatal(str(err))
+    except KeyboardInterrupt:  # a signal during start-up (see nodes/shutdown.py)
         rclpy.try_shutdown()
+        return 0
+    except Exception as err:
+        stopping = _stopping()  # a signal shut the context down under a publish or a service
+        rclpy.try_shutdown()
+        if stopping:
+            return 0
+        log.fatal(str(err))  # a bad scene, map or parameter: say what and stop
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
+        executor.spin()  # a signal: rclpy shuts the context down, spin ends (nodes/shutdown.py)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():
+        if not _stopping():
             raise
         # SIGTERM/SIGINT shut the context down in the middle of a callback: a clean exit
     finally:
-        node.destroy_node()
+        sim_s, episode = node.runner.env.time_ns / 1e9, node.runner.env.status.episode
+        node.destroy_node()  # first: with the node gone its logger no longer goes to /rosout
         rclpy.try_shutdown()
+        log.info(f"stopped at sim time {sim_s:.3f} s, episode {episode}")
     return 0
+
+
+def _stopping() -> bool:
+    """True once a signal (or anyone) has shut the default context down."""
+    return not rclpy.ok() or shutdown.received() is not None
 
 
 if __name__ == "__main__":

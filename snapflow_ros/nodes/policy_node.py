@@ -70,6 +70,8 @@ class PolicyNode(LifecycleNode):
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._rejected: dict[str, int] = {}
+        self._received: dict[str, int] = {}
+        self._frame_wake = False  # the last wake-up came from a fresh camera frame
         self._last_rejection = ""
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # wall-clock (steady) diagnostics: they keep coming when sim time is paused
@@ -235,6 +237,7 @@ class PolicyNode(LifecycleNode):
     # -- callbacks (O(1): check, store) ------------------------------------------------------
 
     def _store(self, name: str, raw: bytes) -> None:
+        self._received[name] = self._received.get(name, 0) + 1
         if len(raw) > self._max_bytes[name]:
             self._reject(name, f"{len(raw)} bytes, over the cap of {self._max_bytes[name]} "
                                f"(max_image_scale × the topic map's size)")
@@ -247,6 +250,9 @@ class PolicyNode(LifecycleNode):
         reason = self.engine.buffer.put(name, stamp, raw, self._now())
         if reason:
             self._reject(name, reason)
+        elif name != JOINTS and self.engine.frame_ready():
+            self._frame_wake = True
+            self._wake.set()  # a chunk is due: make it from this fresh frame
 
     def _on_task(self, raw: bytes) -> None:
         limit = self.params.max_task_chars
@@ -289,9 +295,12 @@ class PolicyNode(LifecycleNode):
             self._wake.clear()
             if not self._active:
                 continue
+            trigger = "frame" if self._frame_wake else "deadline"
+            self._frame_wake = False
             try:
                 result = self.engine.infer(self._now, self._decode, self._predict)
                 if isinstance(result, ChunkResult):
+                    self.engine.counters[f"chunks_on_{trigger}"] += 1
                     self._publish_chunk(result)
                     if self._error.startswith("inference failed"):
                         self._error = ""  # the model works again
@@ -378,11 +387,15 @@ class PolicyNode(LifecycleNode):
         else:
             status.level, status.message = DiagnosticStatus.OK, self._state
         values.update(state=self._state, dry_run=self.params.dry_run,
+                      **{f"received_{k}": v for k, v in self._received.items()},
                       **{f"rejected_{k}": v for k, v in self._rejected.items()},
                       last_rejection=self._last_rejection)
+        if self.engine is not None:
+            values["replan_lead_steps"] = self.engine.scheduler.replan_lead_steps
         if self.runner is not None:
             values["num_steps"] = self.runner.num_steps
-            values["inference"] = "process" if hasattr(self.runner, "info") else "thread"
+            info = getattr(self.runner, "info", None)
+            values["inference"] = "thread" if info is None else f"process {info['pid']}"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

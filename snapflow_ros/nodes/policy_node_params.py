@@ -36,9 +36,9 @@ class PolicyNodeParams:
     n_action_steps: int = field(default=0, metadata={
         "help": "steps of each chunk to execute before the next is needed; 0 = the policy's",
         "min": 0, "max": 1000})
-    replan_lead_steps: int = field(default=2, metadata={
-        "help": "request the next chunk when this many executable steps are left",
-        "min": 0, "max": 1000})
+    replan_lead_steps: int = field(default=0, metadata={
+        "help": "request the next chunk when this many executable steps are left; 0 = auto "
+                "(the measured inference latency p90 plus one period)", "min": 0, "max": 1000})
     blend_steps: int = field(default=0, metadata={
         "help": "cross-fade overlapping chunks over this many steps (0 = switch at once)",
         "min": 0, "max": 1000})
@@ -99,7 +99,7 @@ class PolicyNodeParams:
         for name, values in (("joint_lower_limits", lower), ("joint_upper_limits", upper)):
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"{name}={list(values)} must be finite (NaN/inf are not limits)")
-        bad = [i for i, (lo, hi) in enumerate(zip(lower, upper)) if lo > hi]
+        bad = [i for i, (lo, hi) in enumerate(zip(lower, upper, strict=False)) if lo > hi]
         if bad:
             i = bad[0]
             raise ValueError(f"joint_lower_limits[{i}]={lower[i]} exceeds "

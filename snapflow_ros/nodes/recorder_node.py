@@ -21,13 +21,14 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from snapflow_ros.data.bag_recorder import STORAGES, BagRecorder, RecorderError
+from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.params import check_fields, declare, help_requested, updated, usage
 from snapflow_ros.topic_map import ROS_TYPES, TopicMap, load_topic_map
 
@@ -158,13 +159,20 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = RecorderNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()  # a signal: the spin ends after the bag write in progress (shutdown.py)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok() and shutdown.received() is None:
+            raise  # a bad parameter or output_dir: Python's report
+        # a signal shut the context down during start-up or under a callback: a clean exit
     finally:
         if node is not None:
-            node.close()
-            node.destroy_node()
+            node.destroy_node()  # first: its logger then no longer publishes to /rosout
+            node.close()  # the bag of a running episode is kept
+            node.get_logger().info("stopped")
         rclpy.try_shutdown()
     return 0
 

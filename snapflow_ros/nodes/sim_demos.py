@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import struct
 import sys
 import time
@@ -38,6 +39,7 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
 from snapflow_ros.conversions.stamps import NS, fill_stamp, stamp_to_ns
+from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 from snapflow_ros.sim.expert import JointPlan, ReachExpert
 from snapflow_ros.sim.tasks import ReachTwoTargets
@@ -102,6 +104,7 @@ class EpisodeRecorder(Node):
         self.types = [t for _, _, t in topics]
         self.storage = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer: Writer | None = None
+        self.path: Path | None = None
         self.connections: list = []
         self.start_ns: int | None = None
         self.end_ns: int | None = None
@@ -136,6 +139,7 @@ class EpisodeRecorder(Node):
 
     def begin(self, path: Path) -> None:
         """Open a bag; messages are held until ``set_start`` says where the episode begins."""
+        self.path = path
         self.writer = Writer(path, version=9, storage_plugin=self.storage)
         self.writer.open()
         self.connections = [self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
@@ -149,6 +153,18 @@ class EpisodeRecorder(Node):
         for item in self.pending:
             self._write(*item)
         self.pending = []
+
+    def abort(self) -> Path | None:
+        """Close and delete the bag of an unfinished episode (interrupted): ``episodes.jsonl``
+        and the output folder then hold only whole episodes. Returns the deleted path."""
+        if self.writer is None:
+            return None
+        writer, self.writer = self.writer, None
+        try:
+            writer.close()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+        return self.path
 
     def caught_up(self, end_ns: int) -> bool:
         """True once every camera and joint_states topic delivered a stamp >= ``end_ns``."""
@@ -197,6 +213,7 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
     bridge = MujocoBridgeNode(context=ctx, parameter_overrides=overrides, cli_args=remap,
                               namespace=ns)
     nodes: list[Node] = [bridge]
+    recorder: EpisodeRecorder | None = None
     try:
         tm, env = bridge.topic_map, bridge.runner.env
         if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
@@ -239,6 +256,10 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
             log.info("episode %d seed %d: %s, target %d, %.2f s", i, final.seed,
                      "success" if final.success else final.reason, final.reached, final.time_s)
         return summaries
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (nodes/shutdown.py): keep whole episodes only
+        if recorder is not None and (path := recorder.abort()) is not None:
+            log.info("interrupted: removed the unfinished episode %s", path.name)
+        raise
     finally:
         for node in nodes:
             node.destroy_node()
@@ -268,9 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.overwrite:
             parser.error(f"{args.out} exists and is not empty (use --overwrite or another --out)")
         shutil.rmtree(args.out)
-    summaries = record_demos(args.out, args.episodes, args.seed, scene=args.scene,
-                             topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
-                             storage=args.storage, namespace=args.namespace, task=args.task)
+    try:
+        summaries = record_demos(args.out, args.episodes, args.seed, scene=args.scene,
+                                 topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
+                                 storage=args.storage, namespace=args.namespace, task=args.task)
+    except KeyboardInterrupt:
+        done = args.out / "episodes.jsonl"
+        n = len(done.read_text().splitlines()) if done.exists() else 0
+        sig = shutdown.received() or signal.SIGINT
+        log.info("stopped by %s: %d/%d episodes recorded in %s", signal.Signals(sig).name, n,
+                 args.episodes, args.out)
+        return 128 + sig
     ok = sum(s["success"] for s in summaries)
     modes = [sum(s["reached"] == m for s in summaries) for m in (0, 1)]
     log.info("%d/%d successful; target a %d, target b %d; bags in %s", ok, len(summaries),

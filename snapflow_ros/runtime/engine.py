@@ -76,7 +76,7 @@ class EngineSettings:
     max_skew_ns: int
     future_tolerance_ns: int
     n_action_steps: int
-    replan_lead_steps: int = 1
+    replan_lead_steps: int = 0  # 0: auto, from the measured inference latency
     blend_steps: int = 0
     max_abs_state: float = 1e4
 
@@ -108,7 +108,7 @@ class ChunkEngine:
                                         settings.future_tolerance_ns)
         self.scheduler = ChunkScheduler(dt_ns, settings.n_action_steps,
                                         blend_steps=settings.blend_steps,
-                                        replan_lead_steps=settings.replan_lead_steps)
+                                        replan_lead_steps=self._lead(settings))
         self.gate = CommandGate(settings.limits)
         self.settings = settings
         self._measure, self._joints = measure, joints
@@ -122,6 +122,8 @@ class ChunkEngine:
         self._dry_run = False
         self._last_tick_ns: int | None = None
         self._failed_key: tuple | None = None  # the inputs whose decode failed
+        self._cameras = [n for n in inputs if n != joints]
+        self.want_soon = False  # a chunk is due within about one camera frame
 
     # -- configuration (any thread) -------------------------------------------------------
 
@@ -132,7 +134,7 @@ class ChunkEngine:
             self.buffer.set_limits(settings.max_age_ns, settings.max_skew_ns,
                                    settings.future_tolerance_ns)
             self.scheduler.configure(settings.n_action_steps, settings.blend_steps,
-                                     settings.replan_lead_steps)
+                                     self._lead(settings))
             self.gate.limits = settings.limits
             self.settings = settings
 
@@ -155,6 +157,30 @@ class ChunkEngine:
         if clear_inputs:
             self.buffer.clear()
 
+    def _lead(self, settings: EngineSettings) -> int:
+        """Executable steps left when the next chunk is requested: the setting, or (auto) the
+        p90 of request → adoption latency plus one period, between 1 and n_action_steps - 1."""
+        if settings.replan_lead_steps:
+            return settings.replan_lead_steps
+        dt = self.scheduler.dt_ns if hasattr(self, "scheduler") else None
+        latency = self.stats.percentile("request_to_chunk", 90) if dt else None
+        steps = 2 if latency is None else int(np.ceil(latency * 1e6 / dt)) + 1
+        return int(min(max(steps, 1), max(settings.n_action_steps - 1, 1)))
+
+    def frame_ready(self) -> bool:
+        """After a camera frame is stored: start inference now? Yes when a chunk is due within
+        about one frame and every camera has a frame of (nearly) the same stamp — so the chunk
+        is made from the freshest frames instead of up to one frame period old ones."""
+        if not self.want_soon:
+            return False
+        stamps = []
+        for name in self._cameras:
+            latest = self.buffer.latest(name)
+            if latest is None:
+                return False
+            stamps.append(latest.stamp_ns)
+        return max(stamps) - min(stamps) <= self.scheduler.dt_ns // 2
+
     # -- control loop -------------------------------------------------------------------------
 
     def tick(self, now_ns: int) -> Tick:
@@ -171,6 +197,10 @@ class ChunkEngine:
             self._last_tick_ns = now_ns
             target = self.scheduler.command(now_ns)
             want = self.scheduler.needs_chunk(now_ns)
+            frame_steps = -(-self.buffer.interval_ns(self._cameras[0]) // self.scheduler.dt_ns) \
+                if self._cameras else 0
+            self.want_soon = want or (self.scheduler.remaining(now_ns)
+                                      <= self.scheduler.replan_lead_steps + frame_steps)
             if target is None:
                 self.gate.forget()
                 if self.scheduler.current is not None:
@@ -253,8 +283,9 @@ class ChunkEngine:
             self.counters["waits"] += 1
             return Hold("waiting", "no observation newer than the current chunk's")
         key = tuple(snap.items.values())  # the very messages (a re-sent fix is new)
-        if self._failed_key is not None and self.last_hold is not None and len(key) == len(
-                self._failed_key) and all(a is b for a, b in zip(key, self._failed_key)):
+        failed = self._failed_key
+        if failed is not None and self.last_hold is not None and len(key) == len(failed) \
+                and all(a is b for a, b in zip(key, failed, strict=True)):
             return self.last_hold
         hold = self._check(snap, decode)
         if isinstance(hold, Hold):
@@ -275,6 +306,7 @@ class ChunkEngine:
                 return self._hold(Hold(positions.kind, positions.reason))
             done_ns, dry_run = now(), self._dry_run
             skipped = self.scheduler.push(ActionChunk(snap.stamp_ns, positions), done_ns)
+            self.want_soon = False
         if skipped is None:
             self.counters["late_chunks"] += 1
             return self._hold(Hold("late", "chunk older than the one being executed; dropped"))
@@ -314,6 +346,10 @@ class ChunkEngine:
         self.stats.add("obs_to_chunk", (done_ns - stamp_ns) / 1e6)
         # what the node adds on top of the model: sync, decoding, IPC, gate, scheduling
         self.stats.add("node_overhead", wall_ms - model_ms)
+        self.stats.add("request_to_chunk", wall_ms)
+        if not self.settings.replan_lead_steps:
+            with self._lock:
+                self.scheduler.replan_lead_steps = self._lead(self.settings)
         self.counters["chunks"] += 1
         self.counters["skipped_steps"] += skipped
         self.last_hold = None

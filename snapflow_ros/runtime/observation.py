@@ -59,6 +59,7 @@ class ObservationBuffer:
             raise ValueError("ObservationBuffer needs at least one input name")
         self.set_limits(max_age_ns, max_skew_ns, future_tolerance_ns)
         self._latest: dict[str, Stamped] = {}
+        self._interval: dict[str, float] = {}  # smoothed stamp interval per input (ns)
         self._lock = threading.Lock()
         self.version = 0  # bumped by every stored message
 
@@ -94,9 +95,17 @@ class ObservationBuffer:
             if (current is None or stamp_ns >= current.stamp_ns
                     or (now_ns is not None
                         and current.stamp_ns - now_ns > self.future_tolerance_ns)):
+                if current is not None and stamp_ns > current.stamp_ns:
+                    step = stamp_ns - current.stamp_ns
+                    old = self._interval.get(name, step)
+                    self._interval[name] = 0.9 * old + 0.1 * min(step, 10 * old)
                 self._latest[name] = Stamped(stamp_ns, msg)
                 self.version += 1
         return None
+
+    def interval_ns(self, name: str) -> int:
+        """Smoothed interval between ``name``'s stamps (0 before two messages)."""
+        return int(self._interval.get(name, 0))
 
     def clear(self) -> None:
         with self._lock:

@@ -73,6 +73,12 @@ class RollingStats:
         for name in list(timer.durations):
             self.add(name, timer.total(name) * scale)
 
+    def percentile(self, name: str, q: float) -> float | None:
+        """The q-th percentile of ``name``'s window (None before any sample)."""
+        with self._lock:
+            values = list(self._values.get(name, ()))
+        return float(np.percentile(values, q)) if values else None
+
     def summary(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {name: percentiles(list(v)) for name, v in self._values.items() if v}

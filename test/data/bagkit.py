@@ -95,8 +95,9 @@ def oracle(sc: Scenario, fps: float = 10, max_age: float = 0.2,
            ages: dict[str, float] | None = None) -> list[dict]:
     """Brute force, loop by loop, the documented rules: slot k takes the front message nearest
     to ``t0 + k/fps`` (t0: first stamp + mean phase of the first 31) among those whose nearest
-    slot is k, else the latest one at or before the
-    slot if fresh; each feature is the latest message at or before the frame, if fresh.
+    slot is k (the frame's time: its stamp), else the latest one at or before the slot if
+    fresh (the frame's time: the slot's); each feature is the latest message at or before the
+    frame's time, if fresh.
     Rows hold the message ids (``Scenario.ids``) and the frame stamp."""
     ages = {"front": max_age, "wrist": max_age, "state": max_age, "action": max_age,
             **(ages or {})}
@@ -113,14 +114,15 @@ def oracle(sc: Scenario, fps: float = 10, max_age: float = 0.2,
         mine = [i for i, t in enumerate(front)
                 if min(max(int(np.floor((t - t0) / period + 0.5)), 0), n_slots - 1) == k]
         ref = min(mine, key=lambda i: abs(front[i] - slot)) if mine else None
-        if ref is None:
+        tau = None if ref is None else front[ref]
+        if ref is None:  # reuse an older image; the frame's time stays the slot's
             older = [i for i, t in enumerate(front)
                      if t <= slot and slot - t <= ages["front"] * 1e9]
             ref = max(older) if older else None
+            tau = slot
         row = {"slot": k, "front": None if ref is None else sc.ids["front"][ref],
                "reason": None if ref is not None else "no_reference"}
         if ref is not None:
-            tau = front[ref]
             row["stamp"] = tau
             for name in ("wrist", "state", "action"):
                 stamps = getattr(sc, name)
@@ -132,3 +134,59 @@ def oracle(sc: Scenario, fps: float = 10, max_age: float = 0.2,
                 row[name] = sc.ids[name][max(before)] if before else None
         rows.append(row)
     return rows
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def replace(sc: Scenario, topic: str, stamp: int, new) -> None:
+    """Swap the message of ``topic`` stamped ``stamp`` for ``new`` (same receive time)."""
+    for n, (t, recv, msg) in enumerate(sc.messages):
+        if t == topic and stamp_of(msg) == stamp:
+            sc.messages[n] = (t, recv, new)
+            return
+    raise KeyError(f"no {topic} message stamped {stamp}")
+
+
+def raw_image(data: np.ndarray, height: int, width: int, step: int, stamp_ns: int,
+              encoding: str = "rgb8"):
+    """sensor_msgs/Image with exactly these fields (to build inconsistent ones)."""
+    return bm.ts().types["sensor_msgs/msg/Image"](
+        header=bm._header(stamp_ns), height=height, width=width, encoding=encoding,
+        is_bigendian=0, step=step, data=np.ascontiguousarray(data, np.uint8).reshape(-1))
+
+
+def truncated_png(rgb: np.ndarray, stamp_ns: int):
+    """A CompressedImage whose PNG header is fine but whose pixel data is cut off."""
+    msg = bm.compressed_image(rgb, stamp_ns, "png")
+    return bm.ts().types["sensor_msgs/msg/CompressedImage"](
+        header=msg.header, format="png", data=msg.data[: len(msg.data) // 2].copy())
+
+
+def load(root: Path, **kw):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(f"local/{root.name}", root=root, video_backend="pyav", **kw)
+
+
+def rgb_of(item, key: str) -> np.ndarray:
+    return (item[key].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def nearest(img: np.ndarray, cam: int, candidates) -> int:
+    """The message index whose image is closest to a (lossy) decoded frame."""
+    errors = {k: np.abs(img.astype(int) - colour(cam, k)).mean() for k in candidates}
+    return min(errors, key=errors.get)
+
+
+def kept_runs(rows: list[dict]) -> list[list[dict]]:
+    """Runs of kept oracle rows → gap-free episodes."""
+    out, cur = [], []
+    for row in rows:
+        if row["reason"] is None:
+            cur.append(row)
+        elif cur:
+            out.append(cur)
+            cur = []
+    return out + ([cur] if cur else [])

@@ -15,8 +15,17 @@ from snapflow_ros.data.streams import ConversionError
 
 def _convert(tmp_path, topic_map, bags, out="ds", **kw):
     kw.setdefault("max_age_for", {"wrist": 0.25})
+    kw.setdefault("video", False)
     return convert(ConvertConfig(bags=bags, output=tmp_path / out, topic_map=topic_map,
-                                 video=False, progress=False, **kw))
+                                 progress=False, **kw))
+
+
+def _truncated(bag):
+    """Cut the bag's mcap file in half (a recorder killed mid-write)."""
+    data = next(bag.glob("*.mcap"))
+    raw = data.read_bytes()
+    data.write_bytes(raw[: len(raw) // 2])
+    return bag
 
 
 def _nothing_written(tmp_path, out="ds"):
@@ -39,7 +48,7 @@ def test_truncated_or_corrupt_bag(tmp_path, topic_map, storage):
 
 def test_not_a_bag(tmp_path, topic_map):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BagError, match="no metadata.yaml"):
+    with pytest.raises(BagError, match=r"no metadata\.yaml"):
         _convert(tmp_path, topic_map, [tmp_path / "empty"])
     with pytest.raises(BagError, match="does not exist"):
         _convert(tmp_path, topic_map, [tmp_path / "nowhere"])
@@ -115,9 +124,18 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, topic_map):
     # a folder that is not a dataset is never deleted, even with --overwrite
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    with pytest.raises(DatasetExistsError, match="not a LeRobot dataset.*refusing to delete"):
+    with pytest.raises(DatasetExistsError, match=r"not a LeRobot dataset.*refusing to delete"):
         _convert(tmp_path, topic_map, [bag], out="notes", overwrite=True)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_libsvtav1_on_narrow_cameras_is_refused_before_anything_is_written(tmp_path,
+                                                                          topic_map):
+    """SVT-AV1 3.0 dies of SIGFPE on frames under ~26 pixels wide (no cleanup could run)."""
+    bag = make_scenario(10).write(tmp_path / "bag")
+    with pytest.raises(ValueError, match=r"libsvtav1.*narrower than 32.*--vcodec h264"):
+        _convert(tmp_path, topic_map, [bag], video=True, vcodec="libsvtav1")
+    assert _nothing_written(tmp_path)
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, topic_map_file, capsys):
@@ -144,12 +162,12 @@ def test_append_refuses_a_different_layout_and_a_failed_append_loses_nothing(tmp
     # video instead of images: named, nothing touched
     with pytest.raises(DatasetExistsError, match="cannot append") as err:
         convert(ConvertConfig(bags=[bag], output=tmp_path / "ds", topic_map=topic_map,
-                              video=True, max_age_for={"wrist": 0.25}, progress=False,
-                              append=True))
+                              video=True, vcodec="h264", max_age_for={"wrist": 0.25},
+                              progress=False, append=True))
     assert "observation.images.front: ('image'" in str(err.value)
     # a bag that fails half-way through the append: the dataset is as it was
-    broken = make_scenario(10, state_names=["a"]).write(tmp_path / "broken")
-    with pytest.raises(ConversionError):
+    broken = _truncated(make_scenario(10).write(tmp_path / "broken"))
+    with pytest.raises(BagError):
         _convert(tmp_path, topic_map, [bag, broken], append=True)
     assert (tmp_path / "ds" / "meta" / "info.json").read_text() == info
     assert not list(tmp_path.glob(".ds.*"))

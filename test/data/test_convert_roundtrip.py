@@ -91,9 +91,9 @@ def test_actions_are_never_from_after_the_observation(tmp_path, topic_map):
     ds = _load(out)
     for i in range(len(ds)):
         item = ds[i]
-        front = int(round(item["observation.images.front"][0, 0, -1].item() * 255))
-        front_index = [k for k in range(12) if colour(0, k)[0, -1, 0] == front][0]
-        action_index = int(round(item["action"][0].item() - 0.5))
+        front = round(item["observation.images.front"][0, 0, -1].item() * 255)
+        front_index = next(k for k in range(12) if colour(0, k)[0, -1, 0] == front)
+        action_index = round(item["action"][0].item() - 0.5)
         assert action_index == front_index - 1
 
 
@@ -145,17 +145,17 @@ def test_video_dataset_loads_with_pyav_and_serves_action_chunks(tmp_path, topic_
     last = ds.meta.episodes[0]["dataset_to_index"] - 1
     assert ds[last]["action_is_pad"].tolist() == [False, True, True, True]
     # video is lossy: each decoded frame is closest to the right message's image
-    streamed = tmp_path / "streamed"  # lerobot's streaming encoder gives the same frames
-    assert main([str(root), "--output", str(streamed), "--topic-map", str(topic_map_file),
+    own = tmp_path / "own"  # lerobot's own video writing (PNGs, then encoding) agrees
+    assert main([str(root), "--output", str(own), "--topic-map", str(topic_map_file),
                  "--namespace", "robot1", "--max-age-for", "wrist=0.25", "--vcodec", "h264",
-                 "--streaming-encoding", "--no-progress"]) == 0
-    for dataset in (ds, _load(streamed)):
+                 "--video-encoder", "lerobot", "--no-progress"]) == 0
+    for dataset in (ds, _load(own)):
         for i in (0, 6, len(ds) - 1):
             item = dataset[i]
             front = _rgb(item, "observation.images.front").astype(int)
             errors = [np.abs(front - colour(0, k)).mean() for k in range(16)]
             action = item["action"][0, 0] if item["action"].ndim == 2 else item["action"][0]
-            assert int(np.argmin(errors)) == int(round(action.item() - 0.5)) + 1
+            assert int(np.argmin(errors)) == round(action.item() - 0.5) + 1
 
 
 def test_task_from_bag_metadata_and_from_a_topic(tmp_path, topic_map_file):
@@ -219,8 +219,8 @@ def test_append_adds_episodes_and_keeps_the_old_ones(tmp_path, topic_map, video)
     of the same bags, the sync report covers all bags, and LeRobot loads the result."""
     first = make_scenario(12, seed=0).write(tmp_path / "first")
     second = make_scenario(14, seed=1).write(tmp_path / "second")
-    kw = dict(topic_map=topic_map, video=video, vcodec="h264", max_age_for={"wrist": 0.25},
-              progress=False)
+    kw = {"topic_map": topic_map, "video": video, "vcodec": "h264",
+          "max_age_for": {"wrist": 0.25}, "progress": False}
     convert(ConvertConfig(bags=[first], output=tmp_path / "ds", **kw))
     before = _load(tmp_path / "ds")
     old = [before[i]["observation.state"] for i in range(len(before))]

@@ -1,8 +1,8 @@
 """sim.launch.py and config/mujoco_bridge.yaml against the code they configure.
 
 ``launch``/``launch_ros`` have no wheels here, so the launch file is checked through its AST
-(executables, parameters, launch arguments); building the LaunchDescription needs a ROS 2
-install and is skipped without one.
+(executables, parameters, launch arguments); building the LaunchDescription and running the
+closed loop through it need a ROS 2 install (or the CLI built from source) and skip without.
 """
 
 import ast
@@ -82,7 +82,8 @@ def test_launch_sets_only_declared_bridge_parameters(tree):
 def test_launch_arguments_are_declared_described_and_valid(tree):
     declared = _declared_arguments(LAUNCH)
     used = {c.args[0].value for c in _calls(tree, "LaunchConfiguration")}
-    assert used <= set(declared), used - set(declared)
+    assert used == set(declared), (used ^ set(declared))  # only arguments it uses
+    assert "use_sim_time" not in declared  # the bridge is the clock: the others always use it
     for name, call in declared.items():
         assert _kw(call, "description").value, name
     assert _kw(declared["mode"], "default_value").value in MODES
@@ -91,29 +92,77 @@ def test_launch_arguments_are_declared_described_and_valid(tree):
                                                           "default_value"))
 
 
-def test_included_policy_launch_accepts_the_arguments_passed(tree):
+def test_included_policy_launch_gets_exactly_the_arguments_passed(tree):
     policy_launch = ROOT / "launch" / "policy.launch.py"
     if not policy_launch.exists():
         pytest.skip("policy.launch.py (the policy node's issue) is not there yet")
-    include = _calls(tree, "IncludeLaunchDescription")
-    assert len(include) == 1
-    passed = _kw(include[0], "launch_arguments").func.value  # {...}.items()
-    names = {k.value for k in passed.keys}
-    assert names <= set(_declared_arguments(policy_launch))
-    assert {"policy_path", "use_sim_time"} <= names
+    (include,) = _calls(tree, "IncludeLaunchDescription")
+    (group,) = _calls(tree, "GroupAction")
+    assert include in list(ast.walk(group))
+    # forwarding=False: the included file sees only these values, not the bridge's params_file
+    assert _kw(group, "forwarding").value is False
+    passed = _kw(group, "launch_configurations")
+    values = {k.value: v for k, v in zip(passed.keys, passed.values, strict=True)}
+    assert set(values) <= set(_declared_arguments(policy_launch))
+    assert {"policy_path", "use_sim_time", "params_file", "device"} <= set(values)
+    assert values["use_sim_time"].value == "true"
+    assert ast.unparse(values["params_file"]) == "LaunchConfiguration('policy_params_file')"
 
 
 def test_launch_description_builds_on_a_ros_install():
-    pytest.importorskip("launch", reason="needs a ROS 2 install (launch has no wheel here)")
-    pytest.importorskip("launch_ros", reason="needs a ROS 2 install")
+    """What ``ros2 launch snapflow_ros sim.launch.py --show-args`` lists: this file's own
+    arguments, none of the included policy.launch.py's (use_sim_time was listed and ignored)."""
+    from launch_runner import require_launch
+
+    require_launch()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("sim_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     description = module.generate_launch_description()
-    names = {a.name for a in description.get_launch_arguments()}
-    assert {"policy_path", "mode", "record"} <= names
+    names = [a.name for a in description.get_launch_arguments()]
+    assert sorted(names) == sorted(_declared_arguments(LAUNCH))
+    assert {"policy_path", "mode", "record", "device"} <= set(names)
+
+
+def test_closed_loop_through_the_launch_file():
+    """sim.launch.py with the built-in tiny policy in lock-step (needs launch/launch_ros; CI
+    has neither and skips): the policy node (sim time, from the included policy.launch.py)
+    sends chunks, the bridge follows them, and its episode runs to its end (``done``), which
+    in lock-step only happens while chunks keep coming."""
+    from launch_runner import require_launch, run_launch
+
+    require_launch()
+    import json
+    import uuid
+
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+    from trajectory_msgs.msg import JointTrajectory
+
+    ns = f"/sim_launch_{uuid.uuid4().hex[:8]}"
+    chunks: list[JointTrajectory] = []
+    statuses: list[dict] = []
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+    def make_peer(peer):
+        peer.create_subscription(JointTrajectory, f"{ns}/action_chunk", chunks.append, 10)
+        peer.create_subscription(String, f"{ns}/episode/status",
+                                 lambda m: statuses.append(json.loads(m.data)), latched)
+        return lambda: bool(chunks) and any(s["done"] for s in statuses)
+
+    run = run_launch(LAUNCH, {"policy_path": "smolvla-tiny", "device": "cpu",
+                              "mode": "lockstep", "namespace": ns, "log_level": "warn"},
+                     make_peer, timeout_s=240.0)
+    if run.error is not None:
+        raise run.error
+    assert run.done, (f"within {run.seconds:.0f} s: {len(chunks)} chunks, statuses {statuses}")
+    assert run.returncode == 0
+    end = next(s for s in statuses if s["done"])
+    assert end["episode"] == 0 and end["end_ns"] > 0 and end["reason"]
+    assert chunks[-1].header.stamp.sec < 3600  # sim time: the node ran with use_sim_time
 
 
 def test_yaml_holds_exactly_the_parameter_defaults():

@@ -215,3 +215,31 @@ def test_a_corrected_message_with_the_same_stamp_is_decoded():
     assert eng.infer(lambda: 0, _decode, _predict).kind == "bad_input"
     eng.buffer.put("joints", 0, [1.0, 2.0])  # same stamp, fixed content
     assert isinstance(eng.infer(lambda: 0, _decode, _predict), ChunkResult)
+
+
+def test_auto_replan_lead_follows_the_measured_latency():
+    eng = ChunkEngine(["cam", "joints"], 10 * MS, settings(replan_lead_steps=0, n_action_steps=20),
+                      _measure, joints="joints", wall_ns=iter(range(0, 10**12, 35 * MS)).__next__)
+    assert eng.scheduler.replan_lead_steps == 2  # before any measurement
+    for k in range(3):  # each inference takes 35 ms of wall time (the injected clock)
+        _observe(eng, k * MS, [0.0, 0.0])
+        eng.infer(lambda k=k: k * MS, _decode, lambda d, t: np.zeros((20, A)))
+    assert eng.scheduler.replan_lead_steps == 5  # ceil(35 ms / 10 ms) + 1
+
+
+def test_a_fresh_frame_starts_inference_only_when_a_chunk_is_due_soon():
+    eng = ChunkEngine(["front", "wrist", "joints"], 10 * MS, settings(n_action_steps=10), _measure,
+                      joints="joints")
+    for t in (0, 30, 60):  # 30 ms camera period
+        for cam in ("front", "wrist"):
+            eng.buffer.put(cam, t * MS, "img")
+    eng.buffer.put("joints", 60 * MS, [0.0, 0.0])
+    eng.infer(lambda: 60 * MS, lambda s: Decoded({}, np.zeros(A), np.zeros(A)),
+              lambda d, t: np.zeros((10, A)))
+    eng.tick(60 * MS)
+    assert not eng.frame_ready()  # 10 steps left: not due
+    eng.tick(125 * MS)  # 4 left <= lead 1 + ceil(30 ms / 10 ms)
+    eng.buffer.put("front", 120 * MS, "img")
+    assert not eng.frame_ready()  # the other camera's frame of that instant is missing
+    eng.buffer.put("wrist", 120 * MS, "img")
+    assert eng.frame_ready()

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from snapflow_ros.cpu_threads import available_cores, resolve_cpu_threads
+
 KEYS = ("num_steps", "e2e_ms_p50", "e2e_ms_p99", "prefix_ms_p50", "expert_ms_p50",
         "preprocess_ms_p50", "postprocess_ms_p50", "expert_passes_per_chunk")
 
@@ -20,6 +22,10 @@ def _bench(*args):
 def test_bench_tiny_reports_each_step_count():
     report = _bench("--policy", "smolvla-tiny", "--num-steps", "3", "1")
     assert report["model"] == "smolvla-tiny" and report["device"] == "cpu"
+    # default --cpu-threads 0 = auto: the cores of this (inherited) affinity mask minus 1
+    assert report["cpu_threads_requested"] == 0
+    assert report["threads"] == resolve_cpu_threads(0, reserved=1)
+    assert report["cores_available"] == available_cores()
     assert report["dtype"] == "float32" and report["params"] > 100_000
     rows = {r["num_steps"]: r for r in report["results"]}
     assert set(rows) == {3, 1}
@@ -36,8 +42,19 @@ def test_bench_a_snapflow_checkpoint_defaults_to_its_sampler(tmp_path, tiny_teac
     tiny_teacher.policy.set_sampling(1, "snap")
     save_policy(tiny_teacher.policy, tmp_path / "ckpt", preprocessor=tiny_teacher.preprocessor,
                 postprocessor=tiny_teacher.postprocessor)
-    report = _bench("--policy", str(tmp_path / "ckpt"), "--num-steps", "1")
+    report = _bench("--policy", str(tmp_path / "ckpt"), "--num-steps", "1", "--cpu-threads", "3")
     assert report["snapflow_checkpoint"] is True and report["sampler"] == "snap"
+    assert report["threads"] == 3 and report["cpu_threads_requested"] == 3  # explicit: as given
+
+
+def test_bench_cpu_threads_option(capsys):
+    from snapflow_ros.bench import _parser
+
+    assert _parser().parse_args([]).cpu_threads == 0
+    assert _parser().parse_args(["--threads", "2"]).cpu_threads == 2  # the old name, hidden
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--cpu-threads", "-1"])
+    assert "cpu_threads must be >= 0" in capsys.readouterr().err
 
 
 def test_bench_rejects_an_unknown_policy_with_a_hint():
@@ -52,3 +69,111 @@ def test_bench_rejects_bad_arguments(bad):
     out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", *bad],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
+
+
+# -- bench --node: the ROS node as deployed (miniature: --quick, 3 s window) --------------------
+
+DISTRIBUTIONS = ("camera_stamp_to_chunk_received_ms", "camera_stamp_to_chunk_published_ms",
+                 "obs_stamp_to_chunk_received_ms", "tick_period_ms", "command_arrival_period_ms")
+
+
+@pytest.mark.slow  # ~25 s quiet, ~40 s on a busy 2-core machine
+def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
+    import math
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", "--node", "--quick",
+                          "--seconds", "3", "--warmup-seconds", "1", "--idle-seconds", "1",
+                          "--load", "1", "--standalone-reps", "5"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)  # stdout holds exactly one JSON object
+    assert "cam>chunk p50" in out.stderr  # the table
+    assert report["bench"] == "policy_node" and len(report["runs"]) == 1
+    assert report["machine"]["cores_available"] == available_cores()
+    assert report["machine"]["cpu_model"] and "git_commit" in report
+    assert report["fastdds_profiles_file"].endswith(".xml")
+    run = report["runs"][0]
+    cfg = run["config"]
+    assert cfg["camera_size"] == "224x224" and cfg["load"] == 1 and cfg["seconds"] == 3.0
+    assert cfg["threads"] == resolve_cpu_threads(0, reserved=1) and cfg["cameras"] == 2
+
+    # raw samples from the measured window only (warm-up chunks are not in it)
+    assert run["chunks_received"] > 0 and run["commands_received"] > 0
+    assert 2.5 < run["window_s"] < 6
+    assert run["camera_frames_published_per_camera"] > 0
+    for key in DISTRIBUTIONS:
+        d = run[key]
+        assert d["count"] > 0, key
+        assert all(math.isfinite(d[q]) for q in ("p50", "p99", "max")), key
+        assert 0 < d["p50"] <= d["p99"] <= d["max"], key
+    assert run["chunks_received"] == run["camera_stamp_to_chunk_received_ms"]["count"]
+    assert run["tick_period_ms"]["target"] == 20.0
+
+    # model time: the node's rolling figures and the same model standalone, same threads
+    assert run["model_ms_p50_in_node"] > 0 and run["model_ms_p50_standalone"] > 0
+    assert run["standalone"]["threads"] == cfg["threads"] == run["standalone"]["torch_threads"]
+    assert run["standalone"]["model_ms"]["count"] == 5
+    assert math.isfinite(run["model_in_node_over_standalone"])
+    assert run["node_rolling_ms"]["chunks_in_rolling_window"] > 0
+
+    # CPU of the window: node + its inference process, which does the model work
+    cpu = run["cpu_window"]
+    workers = [c for c in cpu["children"] if c["role"] == "inference_worker"]
+    assert len(workers) == 1 and workers[0]["cores"] > 0
+    assert cpu["total_cores"] > cpu["node_process_cores"] > 0
+    assert run["node_descendants_left_after_stop"] == []
+
+    # the load ran and is gone
+    assert run["load_processes"] == 1 and len(run["load_pids"]) == 1
+    assert run["load_processes_left"] == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in run["load_pids"])
+
+    # the targets are reported as flags (no thresholds asserted here)
+    assert all(isinstance(f["pass"], bool) for k, f in run["targets"].items()
+               if isinstance(f, dict))
+    assert isinstance(run["targets"]["all_pass"], bool)
+    assert report["load_comparison"] == []  # no quiet run to compare with
+
+
+def test_bench_node_refuses_a_short_window_without_quick():
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", "--node", "--seconds",
+                          "5"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--quick" in out.stderr
+    assert out.stdout == ""
+
+
+def test_bench_node_runs_and_camera_sizes():
+    from snapflow_ros.bench import _parser
+    from snapflow_ros.nodes.node_bench import configs_from_args, parse_size
+
+    matrix = configs_from_args(_parser().parse_args(["--node", "--matrix"]))
+    assert [(c.camera_size, c.load) for c in matrix] == [
+        ("224x224", 0), ("224x224", 1), ("640x480", 0), ("640x480", 1)]
+    assert all(c.seconds == 30.0 and c.warmup_s == 5.0 and c.device == "cpu" for c in matrix)
+    one = configs_from_args(_parser().parse_args(["--node", "--camera-size", "640X480",
+                                                  "--load", "2"]))
+    assert [(c.camera_size, c.load) for c in one] == [("640x480", 2)]
+    assert parse_size("640x480") == (480, 640)  # (height, width)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--node", "--camera-size", "640"])
+
+
+def test_fastdds_large_image_profile_is_packaged():
+    import xml.etree.ElementTree as ET
+
+    from snapflow_ros.nodes.node_bench import FASTDDS_PROFILE
+    from snapflow_ros.paths import SOURCE_ROOT, config_path
+
+    path = config_path(FASTDDS_PROFILE)
+    assert path.is_file()
+    ns = {"d": "http://www.eprosima.com"}
+    root = ET.parse(path).getroot()
+    shm = root.find(".//d:transport_descriptor[d:type='SHM']", ns)
+    assert int(shm.find("d:segment_size", ns).text) >= 16 * 1024 * 1024
+    participant = root.find(".//d:participant[@is_default_profile='true']", ns)
+    ids = [t.text for t in participant.findall(".//d:userTransports/d:transport_id", ns)]
+    assert shm.find("d:transport_id", ns).text in ids
+    assert participant.find(".//d:useBuiltinTransports", ns).text == "true"
+    setup = (SOURCE_ROOT / "setup.py").read_text()
+    assert 'glob("config/*.xml")' in setup  # installed with the package
