@@ -297,6 +297,8 @@ class PolicyNode(LifecycleNode):
                 continue
             trigger = "frame" if self._frame_wake else "deadline"
             self._frame_wake = False
+            if trigger == "deadline" and not self.engine.wants_chunk(self._now()):
+                continue  # a chunk made from a fresh frame meanwhile answered the request
             try:
                 result = self.engine.infer(self._now, self._decode, self._predict)
                 if isinstance(result, ChunkResult):

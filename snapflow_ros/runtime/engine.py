@@ -167,6 +167,11 @@ class ChunkEngine:
         steps = 2 if latency is None else int(np.ceil(latency * 1e6 / dt)) + 1
         return int(min(max(steps, 1), max(settings.n_action_steps - 1, 1)))
 
+    def wants_chunk(self, now_ns: int) -> bool:
+        """Whether a new chunk is needed now (none yet, or the current one runs out soon)."""
+        with self._lock:
+            return self.scheduler.needs_chunk(now_ns)
+
     def frame_ready(self) -> bool:
         """After a camera frame is stored: start inference now? Yes when a chunk is due within
         about one frame and every camera has a frame of (nearly) the same stamp — so the chunk

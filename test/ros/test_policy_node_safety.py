@@ -11,7 +11,7 @@ import zlib
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
-from policy_harness import DT, JOINTS
+from policy_harness import DT, JOINTS, encode_png
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, JointState
 from std_msgs.msg import String
@@ -198,6 +198,9 @@ def test_a_decompression_bomb_is_refused_before_decoding(harness):
     fill_stamp(bomb.header.stamp, h.now + DT)
     h.set_clock(h.now + DT)
     h.img_pubs["front"].publish(bomb)
+    wrist = CompressedImage(format="png", data=encode_png(np.zeros((64, 64, 3), np.uint8)))
+    wrist.header.stamp = bomb.header.stamp  # a whole frame set: the bomb is what is decoded
+    h.img_pubs["wrist"].publish(wrist)
     for _ in range(4):  # the current chunk runs out; the next inference meets the bomb
         h.publish_joints(h.now, [0.1] * 6)
         h.set_clock(h.now + DT)

@@ -243,3 +243,11 @@ def test_a_fresh_frame_starts_inference_only_when_a_chunk_is_due_soon():
     assert not eng.frame_ready()  # the other camera's frame of that instant is missing
     eng.buffer.put("wrist", 120 * MS, "img")
     assert eng.frame_ready()
+
+
+def test_wants_chunk_is_false_right_after_a_fresh_chunk():
+    eng = _engine()
+    assert eng.wants_chunk(0)  # nothing to execute yet
+    _observe(eng, 0, [0.0, 0.0])
+    eng.infer(lambda: 0, _decode, _predict)
+    assert not eng.wants_chunk(0) and eng.wants_chunk(35 * MS)  # 4 steps of 10 ms, lead 1
