@@ -1091,7 +1091,10 @@ class Checker:
             elif not np.all(np.isfinite(pts)):
                 kind = "nonfinite"
             else:
-                states = self.states(stamp - MS, recv)
+                # computed after its observation arrived; a tolerated future stamp (fuzzed
+                # "near future") is not when that was: then take the last 0.3 s before receipt
+                since = stamp - MS if stamp <= recv else recv - 300 * MS
+                states = self.states(since, recv)
                 inside = [s for s in states if all(s.inside(p) for p in pts)]
                 if not inside:
                     kind = "outside_limits"

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="several loads (overrides --load)")
     node.add_argument("--matrix", action="store_true",
                       help="--sizes 224x224 640x480 --loads 0 1 (with load-vs-quiet flags)")
+    node.add_argument("--inference-cpus", type=int, nargs="+", default=[], metavar="ID",
+                      help="pin the node's inference process (and the standalone timing) to "
+                           "these CPU ids (the node's inference_cpus; default: not pinned)")
     node.add_argument("--n-action-steps", type=int, default=10,
                       help="chunk steps executed per chunk (default 10)")
     node.add_argument("--standalone-reps", type=int, default=50,

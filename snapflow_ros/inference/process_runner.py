@@ -99,13 +99,14 @@ class ProcessRunner:
         image_shapes: camera name → (H, W) of the images the node will pass (the topic map's).
         device, dtype, num_steps, seed, warmup_iters: as the node parameters.
         cpu_threads: torch/OpenMP threads of the worker (0 = auto, see ``cpu_threads``).
+        cpus: CPU ids the worker may run on (empty: any; the node's ``inference_cpus``).
         should_stop: polled while waiting; True cancels the wait with ``WorkerError``.
         startup_timeout_s: how long loading + warm-up may take.
     """
 
     def __init__(self, policy_path: str, image_shapes: dict[str, tuple[int, int]], *,
                  device: str = "auto", dtype: str = "auto", num_steps: int = 0, seed: int = -1,
-                 warmup_iters: int = 2, cpu_threads: int = 0,
+                 warmup_iters: int = 2, cpu_threads: int = 0, cpus: tuple[int, ...] = (),
                  should_stop: Callable[[], bool] = lambda: False,
                  startup_timeout_s: float = 900.0) -> None:
         self.image_shapes = dict(image_shapes)
@@ -117,7 +118,8 @@ class ProcessRunner:
         parent, child = socket.socketpair()
         spec = {"policy_path": policy_path, "device": device, "dtype": dtype,
                 "num_steps": int(num_steps), "seed": int(seed), "warmup_iters": int(warmup_iters),
-                "threads": self.threads, "image_shapes": self.image_shapes}
+                "threads": self.threads, "image_shapes": self.image_shapes,
+                "cpus": [int(c) for c in cpus]}
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, str(child.fileno()), str(shm_fd),

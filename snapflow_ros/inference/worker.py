@@ -33,6 +33,8 @@ def _die_with_parent() -> None:
 def _load(spec: dict[str, Any]) -> Any:
     from snapflow_ros.cpu_threads import apply_cpu_threads
 
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, spec["cpus"])  # before torch starts its thread pool
     apply_cpu_threads(spec["threads"])
     import torch
 

@@ -116,6 +116,7 @@ class NodeBenchConfig:
     camera_size: str = "224x224"
     load: int = 0
     cpu_threads: int = 0  # 0 = auto (cores - 1), as the node and `bench` resolve it
+    inference_cpus: tuple[int, ...] = ()  # the node's inference_cpus (empty: not pinned)
     n_action_steps: int = 10
     standalone_reps: int = 50
     standalone_warmup: int = 5
@@ -144,6 +145,7 @@ def configs_from_args(args: Any) -> list[NodeBenchConfig]:
         policy=args.policy, seconds=args.seconds, warmup_s=args.warmup_seconds,
         idle_s=args.idle_seconds, rate_hz=args.rate, camera_size=size, load=load,
         cpu_threads=args.cpu_threads, n_action_steps=args.n_action_steps,
+        inference_cpus=tuple(getattr(args, "inference_cpus", ()) or ()),
         standalone_reps=args.standalone_reps, device=device, quick=args.quick)
         for size in sizes for load in loads]
     for config in configs:
@@ -327,6 +329,8 @@ def standalone_model(spec: dict[str, Any]) -> dict[str, Any]:
     node's ``model_ms``; wall = around the call."""
     from snapflow_ros.cpu_threads import apply_cpu_threads
 
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, spec["cpus"])  # as the node's pinned inference process
     apply_cpu_threads(spec["threads"])
     import torch
 
@@ -508,6 +512,8 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
            "-p", f"device:={cfg.device}", "-p", f"control_rate_hz:={cfg.rate_hz}",
            "-p", f"n_action_steps:={cfg.n_action_steps}", "-p", f"cpu_threads:={threads}",
            "-p", "diagnostics_period_s:=0.5"]
+    if cfg.inference_cpus:
+        cmd += ["-p", f"inference_cpus:=[{','.join(map(str, cfg.inference_cpus))}]"]
     log_path = tmp / "policy_node.log"
     size = parse_size(cfg.camera_size)
     with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would block the node
@@ -667,7 +673,7 @@ def run_once(cfg: NodeBenchConfig, index: int = 0) -> dict[str, Any]:
             "policy": cfg.policy, "threads": threads, "device": cfg.device,
             "height": int(cam0["height"]), "width": int(cam0["width"]),
             "reps": cfg.standalone_reps, "warmup": cfg.standalone_warmup,
-            "task": tm["task"]["text"]})
+            "task": tm["task"]["text"], "cpus": list(cfg.inference_cpus)})
     node_p50 = node["node_rolling_ms"]["model_p50"]
     ratio = node_p50 / standalone["model_ms"]["p50"]
     report = {

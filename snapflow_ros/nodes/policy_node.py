@@ -122,6 +122,7 @@ class PolicyNode(LifecycleNode):
             shapes = {cam.name: (cam.height, cam.width) for cam in tm.cameras}
             return ProcessRunner(p.policy_path, shapes, device=p.device, dtype=p.dtype,
                                  num_steps=p.num_steps, seed=p.seed, cpu_threads=p.cpu_threads,
+                                 cpus=p.inference_cpus,
                                  warmup_iters=p.warmup_iters,
                                  should_stop=lambda: self._stop.is_set() or not self.context.ok())
         from snapflow_ros.cpu_threads import apply_cpu_threads
@@ -280,9 +281,7 @@ class PolicyNode(LifecycleNode):
         return self.get_clock().now().nanoseconds
 
     def _control_tick(self, now_ns: int) -> None:
-        tick = self.engine.tick(now_ns)
-        if tick.command is not None:
-            self._publish_command(tick.command, now_ns, tick.dry_run)
+        tick = self.engine.tick(now_ns, lambda cmd, dry: self._publish_command(cmd, now_ns, dry))
         if tick.want_chunk:
             self._wake.set()
 
@@ -300,10 +299,10 @@ class PolicyNode(LifecycleNode):
             if trigger == "deadline" and not self.engine.wants_chunk(self._now()):
                 continue  # a chunk made from a fresh frame meanwhile answered the request
             try:
-                result = self.engine.infer(self._now, self._decode, self._predict)
+                result = self.engine.infer(self._now, self._decode, self._predict,
+                                           publish=self._publish_chunk)
                 if isinstance(result, ChunkResult):
                     self.engine.counters[f"chunks_on_{trigger}"] += 1
-                    self._publish_chunk(result)
                     if self._error.startswith("inference failed"):
                         self._error = ""  # the model works again
                 elif result.kind != "waiting":

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from snapflow_ros.nodes.params import check_fields
 
 RO = {"read_only": True}
+
+
+def _available_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return set(range(os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ class PolicyNodeParams:
     cpu_threads: int = field(default=0, metadata={
         **RO, "help": "torch/OpenMP threads of the model (0 = the cores left after the node's "
                       "own thread, at least 1)", "min": 0, "max": 1024})
+    inference_cpus: tuple[int, ...] = field(default=(), metadata={
+        **RO, "help": "CPU ids the inference process may run on (empty: any); e.g. the last "
+                      "core, kept free of drivers, for steadier model times"})
     inference_process: bool = field(default=True, metadata={
         **RO, "help": "run the model in a process of its own (its own GIL: the executor cannot "
                       "stall it); false: a thread of the node process"})
@@ -104,6 +115,11 @@ class PolicyNodeParams:
             i = bad[0]
             raise ValueError(f"joint_lower_limits[{i}]={lower[i]} exceeds "
                              f"joint_upper_limits[{i}]={upper[i]}")
+        cores = _available_cpus()
+        bad_cpus = [c for c in self.inference_cpus if c not in cores]
+        if bad_cpus:
+            raise ValueError(f"inference_cpus={list(self.inference_cpus)}: {bad_cpus} not among "
+                             f"this process's CPUs {sorted(cores)}")
         if len(self.task) > self.max_task_chars:
             raise ValueError(f"task has {len(self.task)} characters, over max_task_chars="
                              f"{self.max_task_chars}")

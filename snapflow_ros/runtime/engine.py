@@ -91,6 +91,7 @@ class EngineSettings:
 
 
 Decode = Callable[[Snapshot], Decoded]
+Send = Callable[[np.ndarray, bool], None]
 Predict = Callable[[Decoded, StageTimer], np.ndarray]
 Measure = Callable[[Any], "np.ndarray | None"]
 
@@ -188,8 +189,11 @@ class ChunkEngine:
 
     # -- control loop -------------------------------------------------------------------------
 
-    def tick(self, now_ns: int) -> Tick:
-        """The command for now (or None: hold) and whether a new chunk is wanted."""
+    def tick(self, now_ns: int, send: Send | None = None) -> Tick:
+        """The command for now (or None: hold) and whether a new chunk is wanted.
+
+        ``send(command, dry_run)``, if given, is called under the engine's lock: no parameter
+        change or reset can fall between the gate's decision and the command leaving."""
         last = self._last_tick_ns
         if last is not None and now_ns < last:
             self.counters["clock_jumps_back"] += 1
@@ -221,6 +225,8 @@ class ChunkEngine:
                 return Tick(None, want, self._dry_run)
             self.command_hold = None
             self.counters["commands"] += 1
+            if send is not None:
+                send(result, self._dry_run)
             return Tick(result, want, self._dry_run)
 
     def _set_command_hold(self, hold: Hold) -> None:
@@ -271,8 +277,12 @@ class ChunkEngine:
         return hold
 
     def infer(self, now: Callable[[], int], decode: Decode, predict: Predict,
-              timer: StageTimer | None = None) -> ChunkResult | Hold:
+              timer: StageTimer | None = None,
+              publish: Callable[[ChunkResult], None] | None = None) -> ChunkResult | Hold:
         """One inference: snapshot at ``now()``, decode, check, predict, gate, schedule.
+
+        ``publish(result)``, if given, is called under the engine's lock when the chunk is
+        adopted, so the published chunk obeys the limits in force when it leaves.
 
         The snapshot is re-checked every call (hold reasons stay current), but inputs whose
         decode already failed are not decoded again: an idle node does no work at control rate.
@@ -312,11 +322,15 @@ class ChunkEngine:
             done_ns, dry_run = now(), self._dry_run
             skipped = self.scheduler.push(ActionChunk(snap.stamp_ns, positions), done_ns)
             self.want_soon = False
-        if skipped is None:
+            result = None if skipped is None else ChunkResult(snap.stamp_ns, positions, skipped,
+                                                              dry_run)
+            if result is not None and publish is not None:
+                publish(result)
+        if result is None:
             self.counters["late_chunks"] += 1
             return self._hold(Hold("late", "chunk older than the one being executed; dropped"))
         self._record(timer, start_ns, done_ns, snap.stamp_ns, wall_start, skipped)
-        return ChunkResult(snap.stamp_ns, positions, skipped, dry_run)
+        return result
 
     def _check(self, snap: Snapshot, decode: Decode) -> Decoded | Hold:
         try:
