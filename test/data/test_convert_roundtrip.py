@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from bagkit import JOINTS, MS, T0, colour, joints, make_scenario, oracle
+from bagkit import JOINTS, MS, T0, colour, joints, kept_runs, make_scenario, oracle
 
 from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert, main
 
@@ -26,18 +26,6 @@ def _rgb(item, key):
     return (item[key].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def _episodes(rows):
-    """Runs of kept oracle rows → lists of rows (gap-free episodes)."""
-    out, cur = [], []
-    for row in rows:
-        if row["reason"] is None:
-            cur.append(row)
-        elif cur:
-            out.append(cur)
-            cur = []
-    return out + ([cur] if cur else [])
-
-
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_round_trip_frames_equal_the_as_of_oracle(tmp_path, topic_map, storage):
     sc = make_scenario(30, drop_front=(7,), state_gap=(1190 * MS, 1450 * MS))
@@ -46,7 +34,7 @@ def test_round_trip_frames_equal_the_as_of_oracle(tmp_path, topic_map, storage):
     report = convert(ConvertConfig(bags=[bag], output=out, topic_map=topic_map, video=False,
                                    max_age_for={"wrist": 0.25}, progress=False))
     rows = oracle(sc, ages={"wrist": 0.25})
-    expected = _episodes(rows)
+    expected = kept_runs(rows)
     # the oracle's story: slot 7 reuses front frame 6, the state gap drops slots 13-14 and
     # splits the bag, frame 0 has no wrist image yet (the wrist starts 30 ms later)
     assert rows[7]["front"] == 6 and rows[0]["reason"] == "missing:wrist"

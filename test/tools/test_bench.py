@@ -114,7 +114,10 @@ def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
     assert run["model_ms_p50_in_node"] > 0 and run["model_ms_p50_standalone"] > 0
     assert run["standalone"]["threads"] == cfg["threads"] == run["standalone"]["torch_threads"]
     assert run["standalone"]["model_ms"]["count"] == 5
-    assert math.isfinite(run["model_in_node_over_standalone"])
+    # the regression guard the issue asks for (generous: one busy process, 5 samples): the node
+    # under ~160 messages/s of camera and joint input leaves the model its speed (the old
+    # multi-threaded executor made it 5-50x slower)
+    assert run["model_in_node_over_standalone"] < 3.0
     assert run["node_rolling_ms"]["chunks_in_rolling_window"] > 0
 
     # CPU of the window: node + its inference process, which does the model work
