@@ -1,5 +1,6 @@
 """ament_python package setup for snapflow_ros (colcon and pip both use it)."""
 
+import sys
 from glob import glob
 from pathlib import Path
 
@@ -11,6 +12,13 @@ HERE = Path(__file__).resolve().parent
 # The executables live in one table that imports nothing (snapflow_ros/_tools.py).
 _tools: dict = {}
 exec((HERE / PACKAGE / "_tools.py").read_text(), _tools)  # noqa: S102
+
+# Console script names. A wheel (pip) puts them on PATH (<venv>/bin): prefixed, `snapflow-eval`.
+# `setup.py install` / `develop` (what colcon runs) honour setup.cfg and put them in
+# <prefix>/lib/snapflow_ros/, where `ros2 run snapflow_ros <tool>` looks: the table's own names.
+# (scripts/setup.sh links the pip names into <venv>/lib/snapflow_ros/ under the table's names.)
+_ROS_LIBEXEC = bool({"install", "develop"} & set(sys.argv[1:]))
+_names = {tool: tool if _ROS_LIBEXEC else _tools["path_name"](tool) for tool in _tools["TOOLS"]}
 
 setup(
     name=PACKAGE,
@@ -31,6 +39,6 @@ setup(
     description="SnapFlow 1-NFE flow-matching robot policies (SmolVLA, pi0, pi0.5) for ROS 2.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [f"{name} = {target}" for name, target in _tools["TOOLS"].items()],
+        "console_scripts": [f"{_names[tool]} = {target}" for tool, target in _tools["TOOLS"].items()],
     },
 )

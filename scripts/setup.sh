@@ -51,11 +51,14 @@ if [ "$(cat "$VENV/.snapflow_pkg" 2>/dev/null)" != "$pkg_hash" ]; then
   echo "$pkg_hash" > "$VENV/.snapflow_pkg"
 fi
 # `ros2 run` and launch_ros look for executables in <prefix>/lib/<package>/, but pip puts console
-# scripts in <prefix>/bin/ (it ignores setup.cfg's install_scripts, which colcon honours): link
-# each one there, so a system or source-built `ros2` finds every tool in this venv.
+# scripts in <prefix>/bin/ (it ignores setup.cfg's install_scripts, which colcon honours), named
+# snapflow-<tool> there: link each one into lib/ under its ROS name, so a system or source-built
+# `ros2` finds every tool in this venv (`ros2 run snapflow_ros distill`).
 libexec="$VENV/lib/snapflow_ros"
+rm -rf "$libexec"
 mkdir -p "$libexec"
-for tool in $("$VENV/bin/python" -c 'from snapflow_ros._tools import TOOLS; print(*TOOLS)'); do
-  ln -sfn "../../bin/$tool" "$libexec/$tool"
+"$VENV/bin/python" -c 'from snapflow_ros._tools import TOOLS, path_name
+for tool in TOOLS: print(tool, path_name(tool))' | while read -r tool on_path; do
+  ln -sfn "../../bin/$on_path" "$libexec/$tool"
 done
 log "ready: $VENV (run commands through scripts/run.sh, which sets the ROS environment)"

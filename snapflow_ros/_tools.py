@@ -1,17 +1,22 @@
 """Registry of the package's executables: ``name -> "module:function"``.
 
-One table serves ``setup.py`` (console scripts, and so ``ros2 run snapflow_ros <name>``) and
-``python -m snapflow_ros <name>``. It imports nothing, so ``setup.py`` can read it before the
-package's dependencies are installed. The ROS executables (nodes and ``sim_demos``) start through
-``nodes/entry.py``, which sets up their SIGINT/SIGTERM handling first (``nodes/shutdown.py``).
+One table serves ``setup.py`` (console scripts), ``ros2 run snapflow_ros <name>`` and ``python -m
+snapflow_ros <name>``. It imports nothing, so ``setup.py`` can read it before the package's
+dependencies are installed. The ROS executables (nodes and ``sim_demos``) start through
+``nodes/entry.py`` / ``apps/entry.py``, which install their SIGINT/SIGTERM handling first.
+
+Names: ``ros2 run`` and ``python -m`` use the table's names (``distill``, ``eval``). On a user's
+PATH (pip puts console scripts in ``<venv>/bin``) they are prefixed, ``path_name``:
+``snapflow-distill``, ``snapflow-eval`` (a bare ``eval`` would shadow nothing but confuse
+everyone: it is a shell builtin).
 """
 
 TOOLS: dict[str, str] = {
-    "bench": "snapflow_ros.bench:main",
-    "demo": "snapflow_ros.demo:main",
-    "demo_synthetic": "snapflow_ros.demo_synthetic:main",
+    "bench": "snapflow_ros.apps.bench:main",
+    "demo": "snapflow_ros.apps.demo:main",
+    "demo_synthetic": "snapflow_ros.apps.demo_synthetic:main",
     "mujoco_bridge": "snapflow_ros.nodes.entry:mujoco_bridge",
-    "sim_demos": "snapflow_ros.nodes.entry:sim_demos",
+    "sim_demos": "snapflow_ros.apps.entry:sim_demos",
     "distill": "snapflow_ros.distill.cli:main_distill",
     "eval": "snapflow_ros.distill.cli:main_eval",
     "policy_node": "snapflow_ros.nodes.entry:policy_node",
@@ -31,3 +36,11 @@ DESCRIPTIONS: dict[str, str] = {
     "bag_to_lerobot": "rosbag2 (sqlite3/mcap) → LeRobot v3.0 dataset, stamp-synced, + sync report",
     "record": "ROS 2 node: record the topic map's topics, one rosbag2 per episode (services)",
 }
+
+
+PATH_PREFIX = "snapflow-"
+
+
+def path_name(tool: str) -> str:
+    """The console script's name on PATH: ``bag_to_lerobot`` → ``snapflow-bag-to-lerobot``."""
+    return PATH_PREFIX + tool.replace("_", "-")

@@ -15,6 +15,7 @@ No ROS imports: pure data + YAML, usable from any layer.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,22 @@ def load_topic_map(path: str | Path | None = None) -> TopicMap:
     except yaml.YAMLError as err:
         raise TopicMapError(f"topic map '{path}' is not valid YAML: {err}") from err
     return topic_map_from_dict(data, source=str(path))
+
+
+def check_policy_interface(camera_names: Sequence[str], state_dim: int, action_dim: int,
+                           cameras: Sequence[str], state_joints: Sequence[str],
+                           action_joints: Sequence[str]) -> None:
+    """Raise a ValueError unless the topic map provides what the policy reads."""
+    problems = []
+    missing = [c for c in camera_names if c not in cameras]
+    if missing:
+        problems.append(f"the policy reads cameras {list(camera_names)} but the topic map has "
+                        f"{list(cameras)} (missing {missing})")
+    if len(state_joints) != state_dim:
+        problems.append(f"the policy's state has {state_dim} dims but the topic map lists "
+                        f"{len(state_joints)} joints")
+    if len(action_joints) != action_dim:
+        problems.append(f"the policy's action has {action_dim} dims but the topic map lists "
+                        f"{len(action_joints)} action joints")
+    if problems:
+        raise ValueError("policy and topic map do not match: " + "; ".join(problems))

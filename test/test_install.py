@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from snapflow_ros._tools import TOOLS
+from snapflow_ros._tools import TOOLS, path_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ("policy_node", "record", "mujoco_bridge")  # --help without importing torch
@@ -51,6 +51,10 @@ def test_the_readme_install_puts_every_tool_where_ros2_run_looks():
     if not (Path(sys.prefix) / "lib" / "snapflow_ros").exists() and sys.prefix == sys.base_prefix:
         pytest.skip("not running in the venv that scripts/setup.sh made")
     _check_libexec(Path(sys.prefix))
+    bin_dir = Path(sys.prefix) / "bin"
+    assert all((bin_dir / path_name(tool)).is_file() for tool in TOOLS)
+    bare = [tool for tool in TOOLS if (bin_dir / tool).exists()]
+    assert not bare, f"bare tool names on PATH: {bare} (expected snapflow-<tool>)"
 
 
 @pytest.mark.slow

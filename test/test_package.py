@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snapflow_ros._tools import DESCRIPTIONS, TOOLS
+from snapflow_ros._tools import DESCRIPTIONS, TOOLS, path_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "snapflow_ros"
@@ -40,10 +40,14 @@ def test_setup_cfg_puts_executables_where_ros2_run_looks():
     assert cfg["install"]["install_scripts"] == "$base/lib/snapflow_ros"
 
 
-def test_installed_console_scripts_are_the_tool_table():
+def test_installed_console_scripts_are_the_tool_table_with_path_safe_names():
+    """pip's console scripts go on PATH: ``snapflow-<tool>``, never a bare ``eval`` or ``bench``
+    (``ros2 run`` keeps the table's names: tests/test_install.py)."""
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")
                if ep.value.startswith("snapflow_ros.")}
-    assert scripts == TOOLS
+    assert scripts == {path_name(tool): target for tool, target in TOOLS.items()}
+    assert all(name.startswith("snapflow-") and "_" not in name for name in scripts)
+    assert path_name("bag_to_lerobot") == "snapflow-bag-to-lerobot"
     assert set(DESCRIPTIONS) == set(TOOLS)
 
 
@@ -117,10 +121,75 @@ def test_layer_imports(layer, allowed):
         assert set(_imports(path)) <= allowed, f"{path.name}: {set(_imports(path)) - allowed}"
 
 
+# DESIGN §3 as a table: the subpackages each layer may import, besides itself and the neutral
+# top-level modules. Anything else (policies → runtime, nodes → apps, data → policies) fails.
+NEUTRAL = {"__init__", "_tools", "atomic", "cpu_threads", "paths", "recipe", "sched_guard",
+           "timing", "topic_map"}
+LAYERS = {
+    "core": set(),
+    "runtime": set(),
+    "conversions": set(),
+    "sim": set(),
+    "policies": {"core"},
+    "inference": {"policies"},
+    "distill": {"core", "policies"},
+    "data": {"conversions"},
+    "nodes": {"conversions", "data", "inference", "policies", "runtime", "sim"},
+    "apps": {"core", "runtime", "conversions", "sim", "policies", "inference", "distill", "data",
+             "nodes"},
+    "__main__": set(),
+}
+NEUTRAL_IMPORTS = {"recipe": {"core"}}  # the recipe holds the loss config; neutral modules
+# otherwise import only each other
+
+
+def _package_imports(path):
+    """The ``snapflow_ros`` subpackages / top-level modules that ``path`` imports."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            yield "relative import"
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "snapflow_ros":
+                continue
+            if len(parts) > 1:
+                yield parts[1]
+            else:  # from snapflow_ros import x
+                yield from ("__init__" if a.name == "__version__" else a.name
+                            for a in node.names)
+
+
+def _layer_of(path):
+    rel = path.relative_to(PKG).parts
+    return rel[0] if len(rel) > 1 else path.stem
+
+
+def test_imports_between_layers_follow_the_design_table():
+    files = sorted(PKG.rglob("*.py"))
+    layers = {_layer_of(p) for p in files}
+    assert layers <= set(LAYERS) | NEUTRAL, f"layer not in the table: {layers - set(LAYERS) - NEUTRAL}"
+    bad = []
+    for path in files:
+        layer = _layer_of(path)
+        allowed = ({layer} | NEUTRAL | LAYERS[layer] if layer in LAYERS
+                   else NEUTRAL | NEUTRAL_IMPORTS.get(layer, set()))
+        bad += [f"{path.relative_to(PKG)} imports {dep}" for dep in set(_package_imports(path))
+                if dep not in allowed]
+    assert not bad, "imports DESIGN §3 does not allow:\n" + "\n".join(sorted(bad))
+
+
+def test_nothing_imports_apps():
+    users = [p.relative_to(PKG) for p in sorted(PKG.rglob("*.py"))
+             if _layer_of(p) != "apps" and "apps" in set(_package_imports(p))]
+    assert not users
+
+
 def test_core_and_runtime_import_with_ros_and_lerobot_absent():
     code = ("import sys\n"
             "for m in ('rclpy', 'lerobot', 'transformers'): sys.modules[m] = None\n"
-            "import snapflow_ros.core, snapflow_ros.runtime.timing\n"
+            "import snapflow_ros.core, snapflow_ros.runtime, snapflow_ros.timing\n"
             "print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -136,7 +205,7 @@ def test_the_node_side_of_the_inference_process_never_imports_torch():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_policies_never_import_rclpy():
+def test_only_nodes_and_apps_import_rclpy():
     for path in sorted(PKG.rglob("*.py")):
-        if "nodes" not in path.parts:
+        if not {"nodes", "apps"} & set(path.relative_to(PKG).parts):
             assert "rclpy" not in set(_imports(path)), path

@@ -28,38 +28,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
 from snapflow_ros.cpu_threads import resolve_cpu_threads, thread_env
+from snapflow_ros.topic_map import check_policy_interface
 
 WORKER_MODULE = "snapflow_ros.inference.worker"
 
 
 class WorkerError(RuntimeError):
     """The inference process failed to start, died, or the request was cancelled."""
-
-
-def check_policy_interface(camera_names: Sequence[str], state_dim: int, action_dim: int,
-                           cameras: Sequence[str], state_joints: Sequence[str],
-                           action_joints: Sequence[str]) -> None:
-    """Raise a ValueError unless the topic map provides what the policy reads."""
-    problems = []
-    missing = [c for c in camera_names if c not in cameras]
-    if missing:
-        problems.append(f"the policy reads cameras {list(camera_names)} but the topic map has "
-                        f"{list(cameras)} (missing {missing})")
-    if len(state_joints) != state_dim:
-        problems.append(f"the policy's state has {state_dim} dims but the topic map lists "
-                        f"{len(state_joints)} joints")
-    if len(action_joints) != action_dim:
-        problems.append(f"the policy's action has {action_dim} dims but the topic map lists "
-                        f"{len(action_joints)} action joints")
-    if problems:
-        raise ValueError("policy and topic map do not match: " + "; ".join(problems))
 
 
 def slot_layout(image_shapes: dict[str, tuple[int, int]]) -> tuple[dict[str, int], int]:

@@ -59,7 +59,7 @@ def _info(runner: Any) -> dict[str, Any]:
 def serve(conn: Connection, buffer: mmap.mmap, spec: dict[str, Any]) -> None:
     """Load, report, then answer requests until "stop" or the node's end closes."""
     from snapflow_ros.inference.process_runner import image_views
-    from snapflow_ros.runtime.timing import StageTimer
+    from snapflow_ros.timing import StageTimer
 
     try:
         runner = _load(spec)

@@ -1,4 +1,4 @@
-"""Entry points of the ROS 2 executables (console scripts, ``ros2 run``, ``python -m``).
+"""Entry points of the ROS 2 nodes (console scripts, ``ros2 run``, ``python -m``).
 
 Each installs the process-wide signal handling of ``nodes/shutdown.py`` before importing its
 node (imports take seconds: torch, MuJoCo), then runs the node's ``main``. A SIGINT or SIGTERM
@@ -16,7 +16,7 @@ import sys
 from snapflow_ros.nodes import shutdown
 
 
-def _run(module: str, node: bool = True) -> int:
+def run_main(module: str, node: bool = True) -> int:
     """``module.main()``. Stopped by a signal (before the node was up, or an exception that the
     stop itself caused: rclpy's "context is not valid" races, an import cut short): 0 for a node
     (stopping is its normal end), 128 + the signal number for a batch tool (work unfinished)."""
@@ -48,16 +48,13 @@ def _caused_by_the_stop(err: BaseException) -> bool:
 
 
 def policy_node() -> int:
-    return _run("snapflow_ros.nodes.policy_node")
+    return run_main("snapflow_ros.nodes.policy_node")
 
 
 def mujoco_bridge() -> int:
-    return _run("snapflow_ros.nodes.mujoco_bridge_node")
+    return run_main("snapflow_ros.nodes.mujoco_bridge_node")
 
 
 def record() -> int:
-    return _run("snapflow_ros.nodes.recorder_node")
+    return run_main("snapflow_ros.nodes.recorder_node")
 
-
-def sim_demos() -> int:
-    return _run("snapflow_ros.nodes.sim_demos", node=False)

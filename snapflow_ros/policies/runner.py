@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from snapflow_ros.inference.process_runner import check_policy_interface
 from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 from snapflow_ros.policies.factory import make_any
-from snapflow_ros.runtime.timing import StageTimer
+from snapflow_ros.timing import StageTimer
+from snapflow_ros.topic_map import check_policy_interface
 
 log = logging.getLogger(__name__)
 IMAGE_PREFIX = "observation.images."

@@ -47,7 +47,7 @@ from snapflow_ros.core import (
     snap_sample,
     snapflow_loss,
 )
-from snapflow_ros.runtime.timing import StageTimer
+from snapflow_ros.timing import StageTimer
 
 Sampler = Literal["snap", "euler"]
 SAMPLERS: tuple[str, ...] = ("snap", "euler")

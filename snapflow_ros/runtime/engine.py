@@ -30,7 +30,7 @@ import numpy as np
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
 from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
 from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, finite
-from snapflow_ros.runtime.timing import RollingStats, StageTimer
+from snapflow_ros.timing import RollingStats, StageTimer
 
 
 class BadInput(ValueError):

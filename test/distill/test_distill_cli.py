@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from snapflow_ros.policies import load_policy
-from snapflow_ros.runtime.timing import StageTimer
+from snapflow_ros.timing import StageTimer
 
 METHODS = {"teacher_10", "naive_1", "snapflow_1", "snapflow_2"}
 

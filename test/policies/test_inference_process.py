@@ -13,7 +13,7 @@ import pytest
 from snapflow_ros.inference.process_runner import ProcessRunner, WorkerError, slot_layout
 from snapflow_ros.policies import make_builtin
 from snapflow_ros.policies.runner import PolicyRunner
-from snapflow_ros.runtime.timing import StageTimer
+from snapflow_ros.timing import StageTimer
 
 SHAPES = {"front": (64, 64), "wrist": (64, 64)}
 

@@ -2,7 +2,7 @@
 
 import yaml
 
-from snapflow_ros.nodes.closed_loop import run_episodes, summarize
+from snapflow_ros.apps.closed_loop import run_episodes, summarize
 from snapflow_ros.paths import config_path
 
 
@@ -31,7 +31,7 @@ def test_cpu_threads_reach_the_policy_node_as_its_parameter(monkeypatch):
 
     import pytest
 
-    from snapflow_ros.nodes import closed_loop
+    from snapflow_ros.apps import closed_loop
 
     started = []
     monkeypatch.setattr(closed_loop.subprocess, "Popen", lambda args, **kw: started.append(args))

@@ -13,8 +13,8 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from std_srvs.srv import Trigger
 
+from snapflow_ros.apps.sim_demos import header_stamp_ns, main, record_demos
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
-from snapflow_ros.nodes.sim_demos import header_stamp_ns, main, record_demos
 from snapflow_ros.topic_map import load_topic_map
 
 TS = get_typestore(Stores.ROS2_KILTED)

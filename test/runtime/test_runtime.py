@@ -6,7 +6,7 @@ import pytest
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
 from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
 from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, satisfies_invariant
-from snapflow_ros.runtime.timing import RollingStats, StageTimer
+from snapflow_ros.timing import RollingStats, StageTimer
 
 MS = 1_000_000
 

@@ -48,7 +48,7 @@ def test_bench_a_snapflow_checkpoint_defaults_to_its_sampler(tmp_path, tiny_teac
 
 
 def test_bench_cpu_threads_option(capsys):
-    from snapflow_ros.bench import _parser
+    from snapflow_ros.apps.bench import _parser
 
     assert _parser().parse_args([]).cpu_threads == 0
     assert _parser().parse_args(["--threads", "2"]).cpu_threads == 2  # the old name, hidden
@@ -147,8 +147,8 @@ def test_bench_node_refuses_a_short_window_without_quick():
 
 
 def test_bench_node_runs_and_camera_sizes():
-    from snapflow_ros.bench import _parser
-    from snapflow_ros.nodes.node_bench import configs_from_args, parse_size
+    from snapflow_ros.apps.bench import _parser
+    from snapflow_ros.apps.node_bench import configs_from_args, parse_size
 
     matrix = configs_from_args(_parser().parse_args(["--node", "--matrix"]))
     assert [(c.camera_size, c.load) for c in matrix] == [
@@ -165,7 +165,7 @@ def test_bench_node_runs_and_camera_sizes():
 def test_fastdds_large_image_profile_is_packaged():
     import xml.etree.ElementTree as ET
 
-    from snapflow_ros.nodes.node_bench import FASTDDS_PROFILE
+    from snapflow_ros.apps.node_bench import FASTDDS_PROFILE
     from snapflow_ros.paths import SOURCE_ROOT, config_path
 
     path = config_path(FASTDDS_PROFILE)

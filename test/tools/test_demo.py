@@ -65,11 +65,10 @@ def test_cpu_threads_reach_training_distill_and_the_policy_node(
     """Every step is stubbed: only what the demo passes on is checked."""
     import torch
 
-    from snapflow_ros import demo, teacher
+    from snapflow_ros.apps import closed_loop, demo, sim_demos, teacher
     from snapflow_ros.cpu_threads import resolve_cpu_threads
     from snapflow_ros.data import bag_to_lerobot
     from snapflow_ros.distill import trainer
-    from snapflow_ros.nodes import closed_loop, sim_demos
 
     seen: dict = {"node": []}
     monkeypatch.setattr(sim_demos, "record_demos", lambda *a, **k: [])

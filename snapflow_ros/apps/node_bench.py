@@ -75,7 +75,7 @@ MIN_SECONDS = 30.0
 MATRIX_SIZES = ("224x224", "640x480")
 MATRIX_LOADS = (0, 1)
 CAMERA_HZ, JOINTS_HZ = 30, 100
-ROLLING_WINDOW = 200  # RollingStats' window in runtime/timing.py: the node's percentiles
+ROLLING_WINDOW = 200  # RollingStats' window in snapflow_ros/timing.py: the node's percentiles
 BUSY_LOOP = "while True: pass"
 
 #: The issue's targets (2 cores, smolvla-tiny, two cameras, 50 Hz commands).
@@ -336,7 +336,7 @@ def standalone_model(spec: dict[str, Any]) -> dict[str, Any]:
 
     apply_cpu_threads(spec["threads"])
     from snapflow_ros.policies.runner import PolicyRunner
-    from snapflow_ros.runtime.timing import StageTimer
+    from snapflow_ros.timing import StageTimer
 
     runner = PolicyRunner.load(spec["policy"], device=spec["device"], num_steps=0, seed=-1)
     runner.warmup(2)  # as the worker (warmup_iters default)
@@ -364,7 +364,7 @@ def run_standalone(spec: dict[str, Any]) -> dict[str, Any]:
     """``standalone_model`` in a subprocess (fresh interpreter, the thread env applied)."""
     from snapflow_ros.cpu_threads import thread_env
 
-    out = subprocess.run([sys.executable, "-m", "snapflow_ros.nodes.node_bench", "--standalone",
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros.apps.node_bench", "--standalone",
                           json.dumps(spec)], capture_output=True, text=True, timeout=900,
                          env={**os.environ, **thread_env(spec["threads"])})
     if out.returncode != 0:

@@ -35,9 +35,9 @@ from snapflow_ros.distill.metrics import mode_metrics as _mode_metrics
 from snapflow_ros.policies import SnapFlowSmolVLA, load_policy, save_policy
 from snapflow_ros.policies.tiny import make_smolvla
 from snapflow_ros.recipe import load_recipe
-from snapflow_ros.runtime.timing import StageTimer, percentiles
+from snapflow_ros.timing import StageTimer, percentiles
 
-log = logging.getLogger("snapflow_ros.demo_synthetic")
+log = logging.getLogger("snapflow_ros.apps.demo_synthetic")
 TASK = "reach the nearest of the two targets"
 
 

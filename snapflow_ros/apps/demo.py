@@ -37,7 +37,7 @@ import yaml
 from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
 from snapflow_ros.paths import config_path
 
-log = logging.getLogger("snapflow_ros.demo")
+log = logging.getLogger("snapflow_ros.apps.demo")
 TASK = "reach_two_fixed_targets"
 FULL = dict(demos=30, teacher_steps=1500, distill_steps=1200, eval_episodes=20)
 QUICK = dict(demos=3, teacher_steps=20, distill_steps=6, eval_episodes=1)
@@ -76,11 +76,11 @@ def _demo_topic_map(out: Path) -> Path:
 
 def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0
            ) -> Path:
+    from snapflow_ros.apps.sim_demos import record_demos
+    from snapflow_ros.apps.teacher import train_teacher
     from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
     from snapflow_ros.distill.config import DistillConfig
     from snapflow_ros.distill.trainer import distill
-    from snapflow_ros.nodes.sim_demos import record_demos
-    from snapflow_ros.teacher import train_teacher
     from snapflow_ros.topic_map import load_topic_map
 
     log.info("1/5 expert demonstrations: %d episodes", n["demos"])
@@ -108,7 +108,7 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
 
 def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episodes: int,
                  seed: int, quick: bool, cpu_threads: int = 0) -> dict[str, Any]:
-    from snapflow_ros.nodes.closed_loop import run_episodes, summarize
+    from snapflow_ros.apps.closed_loop import run_episodes, summarize
 
     log.info("5/5 closed loop: %d episodes per method (bridge + policy_node, lock-step)",
              episodes)

@@ -26,14 +26,14 @@ from typing import Any
 
 import torch
 
+from snapflow_ros.apps.node_bench import camera_size_arg
 from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads, available_cores
-from snapflow_ros.nodes.node_bench import camera_size_arg
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 from snapflow_ros.policies.factory import BUILTIN_POLICIES, make_any
 from snapflow_ros.policies.tiny import random_observation
-from snapflow_ros.runtime.timing import StageTimer, percentiles
+from snapflow_ros.timing import StageTimer, percentiles
 
-log = logging.getLogger("snapflow_ros.bench")
+log = logging.getLogger("snapflow_ros.apps.bench")
 #: Cores auto leaves free: the policy node's own ROS thread, as deployed.
 BENCH_RESERVED = 1
 
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     node = p.add_argument_group(
         "--node", "benchmark the ROS policy_node as deployed instead (always prints JSON on "
-                  "stdout, a table on stderr; see snapflow_ros/nodes/node_bench.py)")
+                  "stdout, a table on stderr; see snapflow_ros/apps/node_bench.py)")
     node.add_argument("--node", action="store_true",
                       help="camera stamp → chunk latency, control tick period, model time in "
                            "the node vs standalone, CPU of node + inference process")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr,
                         force=True)
     if args.node:
-        from snapflow_ros.nodes.node_bench import main_node_bench
+        from snapflow_ros.apps.node_bench import main_node_bench
 
         return main_node_bench(args)
     report = run(args)
