@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ("policy_node", "record", "mujoco_bridge")  # --help without importing torch
 
 
-def _check_libexec(prefix: Path) -> None:
+def _check_libexec(prefix: Path, env: dict | None = None) -> None:
     libexec = prefix / "lib" / "snapflow_ros"
     assert libexec.is_dir(), f"{libexec} does not exist: ros2 run would find no executable"
     missing = [t for t in TOOLS if not os.access(libexec / t, os.X_OK)]
@@ -37,7 +37,7 @@ def _check_libexec(prefix: Path) -> None:
     assert out.returncode == 0, out.stderr
     for tool in CHEAP:
         run = subprocess.run([str(libexec / tool), "--help"], capture_output=True, text=True,
-                             timeout=120)
+                             timeout=120, env=env)
         assert run.returncode == 0 and "usage" in run.stdout, (tool, run.stderr[-500:])
     share = prefix / "share" / "snapflow_ros"
     for rel in ("package.xml", "launch/policy.launch.py", "launch/sim.launch.py",
@@ -80,4 +80,8 @@ def test_colcon_build_puts_every_tool_where_ros2_run_looks(tmp_path):
                             "--install-base", str(tmp_path / "install")],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    _check_libexec(tmp_path / "install" / "snapflow_ros")
+    # as `source install/setup.bash` would: the workspace's package first on the path (the
+    # colcon scripts find their entry point by name in the first snapflow-ros distribution)
+    prefix = tmp_path / "install" / "snapflow_ros"
+    site = next(prefix.glob("lib/python3*/site-packages"))
+    _check_libexec(prefix, env={**os.environ, "PYTHONPATH": str(site)})
