@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 def render_bench(reps: int) -> dict[str, float]:
     """Render time per camera (ms) and physics step time (µs), in this process."""
     from snapflow_ros.sim import GL_BACKEND
-    from snapflow_ros.sim.scene import CameraSpec, Scene, load_model
+    from snapflow_ros.sim.scene import Scene, SceneCamera, load_model
 
-    cams = [CameraSpec("front"), CameraSpec("wrist")]
+    cams = [SceneCamera("front"), SceneCamera("wrist")]
     scene = Scene(load_model(None), [f"joint{i}" for i in range(1, 7)], cams, 500.0)
     out: dict[str, float] = {"gl_backend": GL_BACKEND}  # type: ignore[dict-item]
     for cam in cams:

@@ -1,4 +1,4 @@
-"""Write a directory all or nothing: checkpoints, model directories (and later datasets)."""
+"""Write a directory all or nothing: checkpoints and model directories (datasets: data/build_dir.py)."""
 
 from __future__ import annotations
 

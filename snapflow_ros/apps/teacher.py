@@ -27,7 +27,7 @@ from snapflow_ros.policies._quiet import quiet_stdout
 from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla_config
 
 log = logging.getLogger(__name__)
-IMAGE_PREFIX = "observation.images."
+from snapflow_ros.topic_map import IMAGE_PREFIX
 
 
 def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps: int) -> Any:

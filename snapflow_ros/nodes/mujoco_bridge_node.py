@@ -42,7 +42,7 @@ from snapflow_ros.nodes.mujoco_bridge_params import MujocoBridgeParams
 from snapflow_ros.nodes.params import declare, help_requested, updated, usage
 from snapflow_ros.sim.env import EpisodeStatus, MujocoEnv
 from snapflow_ros.sim.runner import SimRunner
-from snapflow_ros.sim.scene import CameraSpec, Scene, load_model
+from snapflow_ros.sim.scene import Scene, SceneCamera, load_model
 from snapflow_ros.sim.tasks import make_task
 from snapflow_ros.sim.trajectory import TrajectoryError
 from snapflow_ros.topic_map import TopicMap, load_topic_map
@@ -53,7 +53,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
 
 def build_runner(params: MujocoBridgeParams, topic_map: TopicMap) -> SimRunner:
     """Scene + task + env + runner from the parameters; raises ``SceneError`` naming names."""
-    cameras = [CameraSpec(c.name, c.height, c.width) for c in topic_map.cameras]
+    cameras = [SceneCamera(c.name, c.height, c.width) for c in topic_map.cameras]
     scene = Scene(load_model(params.scene), topic_map.state_names, cameras,
                   params.physics_rate_hz, actuated=topic_map.action_names)
     env = MujocoEnv(scene, make_task(params.task, scene), params.episode_timeout_s)

@@ -43,6 +43,7 @@ from snapflow_ros.nodes.clock_loop import ClockLoop
 from snapflow_ros.nodes.params import ParameterError, declare, help_requested, updated, usage
 from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded, EngineSettings
+from snapflow_ros.runtime.holds import HoldKind
 from snapflow_ros.runtime.observation import Snapshot
 from snapflow_ros.runtime.safety import SafetyLimits
 from snapflow_ros.topic_map import TopicMap, load_topic_map
@@ -305,7 +306,7 @@ class PolicyNode(LifecycleNode):
                     self.engine.counters[f"chunks_on_{trigger}"] += 1
                     if self._error.startswith("inference failed"):
                         self._error = ""  # the model works again
-                elif result.kind != "waiting":
+                elif result.kind is not HoldKind.WAITING:
                     self.get_logger().warn(f"holding: {result.reason}",
                                            throttle_duration_sec=2.0)
             except Exception as err:  # a failing model must not kill the node: hold, report

@@ -21,7 +21,7 @@ from snapflow_ros.timing import StageTimer
 from snapflow_ros.topic_map import check_policy_interface
 
 log = logging.getLogger(__name__)
-IMAGE_PREFIX = "observation.images."
+from snapflow_ros.topic_map import IMAGE_PREFIX
 
 
 class PolicyRunner:

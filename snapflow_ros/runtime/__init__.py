@@ -1,1 +1,3 @@
-"""Control-rate logic without ROS or torch: timing, (later) observation sync and chunking."""
+"""Control-rate logic without ROS or torch: observation sync (``observation``), chunk scheduling
+(``chunking``), the safety gate (``safety``), hold reasons (``holds``) and the engine that ties
+them together for the policy node (``engine``). numpy only; clocks are passed in."""

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
-from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
+from snapflow_ros.runtime.holds import Hold, HoldKind
+from snapflow_ros.runtime.observation import ObservationBuffer, Snapshot
 from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, finite
 from snapflow_ros.timing import RollingStats, StageTimer
 
@@ -198,7 +199,7 @@ class ChunkEngine:
         if last is not None and now_ns < last:
             self.counters["clock_jumps_back"] += 1
             self.reset(clear_inputs=True)
-            self._set_command_hold(Hold("clock", "the clock jumped back: chunks and inputs "
+            self._set_command_hold(Hold(HoldKind.CLOCK, "the clock jumped back: chunks and inputs "
                                                  "dropped, waiting for new inputs"))
             self._last_tick_ns = now_ns
             return Tick(None, True, self._dry_run)
@@ -214,7 +215,7 @@ class ChunkEngine:
                 self.gate.forget()
                 if self.scheduler.current is not None:
                     self.counters["starved_ticks"] += 1
-                self.command_hold = Hold("starved", "no chunk to execute (waiting for one)")
+                self.command_hold = Hold(HoldKind.STARVED, "no chunk to execute (waiting for one)")
                 return Tick(None, want, self._dry_run)
             measured = self._measured(now_ns) if self.gate.needs_measured else None
             result = self.gate.command(target, None if isinstance(measured, Hold) else measured)
@@ -237,21 +238,21 @@ class ChunkEngine:
         """The measured action-joint position, if fresh and plausible."""
         latest = self.buffer.latest(self._joints)
         if latest is None:
-            return Hold("no_reference", "no joint state yet to start commanding from")
+            return Hold(HoldKind.NO_REFERENCE, "no joint state yet to start commanding from")
         age = now_ns - latest.stamp_ns
         if age > self.settings.max_age_ns or -age > self.settings.future_tolerance_ns:
-            return Hold("no_reference", f"joint state {age / 1e9:.3f} s old: no fresh measured "
+            return Hold(HoldKind.NO_REFERENCE, f"joint state {age / 1e9:.3f} s old: no fresh measured "
                                         f"position to start commanding from")
         try:
             measured = self._measure(latest.msg)
         except BadInput as err:
-            return Hold("no_reference", f"joint state unusable: {err}")
+            return Hold(HoldKind.NO_REFERENCE, f"joint state unusable: {err}")
         if measured is None or not finite(measured):
-            return Hold("no_reference", "the joint state has no finite position for every "
+            return Hold(HoldKind.NO_REFERENCE, "the joint state has no finite position for every "
                                         "action joint: nothing to start commanding from")
         implausible = self._implausible(measured)
         if implausible:
-            return Hold("no_reference", f"{implausible}: nothing to start commanding from")
+            return Hold(HoldKind.NO_REFERENCE, f"{implausible}: nothing to start commanding from")
         return measured
 
     def _implausible(self, measured: np.ndarray) -> str:
@@ -296,7 +297,7 @@ class ChunkEngine:
         if current is not None and snap.stamp_ns <= current.stamp_ns:
             # nothing newer than what the current chunk was predicted from: not a fault
             self.counters["waits"] += 1
-            return Hold("waiting", "no observation newer than the current chunk's")
+            return Hold(HoldKind.WAITING, "no observation newer than the current chunk's")
         key = tuple(snap.items.values())  # the very messages (a re-sent fix is new)
         failed = self._failed_key
         if failed is not None and self.last_hold is not None and len(key) == len(failed) \
@@ -310,10 +311,10 @@ class ChunkEngine:
         timer = timer or StageTimer()
         actions = np.asarray(predict(decoded, timer), dtype=np.float64)
         if not finite(actions):
-            return self._hold(Hold("nan", "the policy produced NaN or inf actions"))
+            return self._hold(Hold(HoldKind.NAN, "the policy produced NaN or inf actions"))
         with self._lock:
             if epoch != self._epoch:
-                return Hold("waiting", "reset while inferring: result dropped")
+                return Hold(HoldKind.WAITING, "reset while inferring: result dropped")
             start = (self.gate.reference if self.gate.reference is not None
                      else decoded.measured_action)
             positions = self.gate.trajectory(actions, start)
@@ -328,7 +329,7 @@ class ChunkEngine:
                 publish(result)
         if result is None:
             self.counters["late_chunks"] += 1
-            return self._hold(Hold("late", "chunk older than the one being executed; dropped"))
+            return self._hold(Hold(HoldKind.LATE, "chunk older than the one being executed; dropped"))
         self._record(timer, start_ns, done_ns, snap.stamp_ns, wall_start, skipped)
         return result
 
@@ -336,23 +337,23 @@ class ChunkEngine:
         try:
             decoded = decode(snap)
         except BadInput as err:
-            return Hold("bad_input", str(err))
+            return Hold(HoldKind.BAD_INPUT, str(err))
         if not finite(decoded.state):
-            return Hold("nan", "NaN or inf in the joint state")
+            return Hold(HoldKind.NAN, "NaN or inf in the joint state")
         bound = self.settings.max_abs_state
         big = np.flatnonzero(np.abs(decoded.state) > bound)
         if big.size:
             i = int(big[0])
-            return Hold("out_of_bound", f"state value {decoded.state[i]:g} at index {i} is "
+            return Hold(HoldKind.OUT_OF_BOUND, f"state value {decoded.state[i]:g} at index {i} is "
                                         f"beyond max_abs_state={bound:g}: check the joint "
                                         f"state publisher (units, joint order)")
         measured = decoded.measured_action
         if measured is not None:
             if not finite(measured):
-                return Hold("nan", "NaN or inf in the measured action joints")
+                return Hold(HoldKind.NAN, "NaN or inf in the measured action joints")
             implausible = self._implausible(measured)
             if implausible:
-                return Hold("out_of_bound", implausible)
+                return Hold(HoldKind.OUT_OF_BOUND, implausible)
         return decoded
 
     def _record(self, timer: StageTimer, start_ns: int, done_ns: int, stamp_ns: int,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snapflow_ros.runtime.holds import HoldKind
+
 STEP_TOLERANCE = 1e-9
 
 
@@ -36,7 +38,7 @@ def finite(values: np.ndarray) -> bool:
 class Refusal:
     """Why no safe command exists now (``kind`` classifies, ``reason`` explains)."""
 
-    kind: str
+    kind: HoldKind
     reason: str
 
 
@@ -144,22 +146,22 @@ class CommandGate:
     def _limit(self, target: np.ndarray, start: np.ndarray | None) -> np.ndarray | Refusal:
         lim = self.limits
         if target.shape != (lim.num_joints,):
-            return Refusal("shape", f"target has shape {target.shape}, expected "
+            return Refusal(HoldKind.SHAPE, f"target has shape {target.shape}, expected "
                                     f"({lim.num_joints},)")
         if not finite(target):
-            return Refusal("nan", "NaN or inf in the target")
+            return Refusal(HoldKind.NAN, "NaN or inf in the target")
         command = lim.clamp(target)
         step = lim.max_step_delta
         if step > 0:
             if start is None:
-                return Refusal("no_reference", "no fresh measured position to start from "
+                return Refusal(HoldKind.NO_REFERENCE, "no fresh measured position to start from "
                                                "(max_step_delta is set)")
             if not finite(start):
-                return Refusal("nan", "NaN or inf in the measured position")
+                return Refusal(HoldKind.NAN, "NaN or inf in the measured position")
             command = np.clip(command, start - step, start + step)
             if not lim.inside(command):
                 i = int(np.flatnonzero(lim.clamp(command) != command)[0])
-                return Refusal("outside_limits",
+                return Refusal(HoldKind.OUTSIDE_LIMITS,
                                f"joint {i} is at {start[i]:g}, more than max_step_delta="
                                f"{step:g} outside its limits {lim.describe(i)}: move the arm "
                                f"inside the limits (or widen them)")

@@ -35,7 +35,7 @@ class RenderError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class CameraSpec:
+class SceneCamera:
     """A camera to render: its MJCF name and the image size in pixels."""
 
     name: str
@@ -80,7 +80,7 @@ class Scene:
     """
 
     def __init__(self, model: mujoco.MjModel, joints: Sequence[str],
-                 cameras: Sequence[CameraSpec] = (), physics_rate_hz: float = 0.0,
+                 cameras: Sequence[SceneCamera] = (), physics_rate_hz: float = 0.0,
                  actuated: Sequence[str] | None = None) -> None:
         if physics_rate_hz < 0:
             raise SceneError(f"physics_rate_hz must be >= 0 (0 = the MJCF's), got "
@@ -224,7 +224,7 @@ class Scene:
                 ) from err
         return self._renderers[key]
 
-    def render(self, camera: CameraSpec) -> np.ndarray:
+    def render(self, camera: SceneCamera) -> np.ndarray:
         """(H, W, 3) uint8 RGB from ``camera`` of the current state."""
         renderer = self._renderer(camera.height, camera.width)
         self.forward()

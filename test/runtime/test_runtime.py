@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from snapflow_ros.runtime.chunking import ActionChunk, ChunkScheduler
-from snapflow_ros.runtime.observation import Hold, ObservationBuffer, Snapshot
+from snapflow_ros.runtime.holds import Hold, HoldKind
+from snapflow_ros.runtime.observation import ObservationBuffer, Snapshot
 from snapflow_ros.runtime.safety import CommandGate, Refusal, SafetyLimits, satisfies_invariant
 from snapflow_ros.timing import RollingStats, StageTimer
 
@@ -16,7 +17,8 @@ def test_snapshot_needs_every_input_fresh_and_close_together():
     assert isinstance(buf.snapshot(0), Hold) and buf.snapshot(0).kind == "missing"
     buf.put("front", 1000 * MS, "img")
     hold = buf.snapshot(1000 * MS)
-    assert hold.kind == "missing" and "joints" in hold.reason
+    assert hold.kind is HoldKind.MISSING and "joints" in hold.reason
+    assert f"hold_{hold.kind}" == "hold_missing"  # counters and /diagnostics use the value
     buf.put("joints", 1010 * MS, "js")
     snap = buf.snapshot(1020 * MS)
     assert isinstance(snap, Snapshot) and snap.stamp_ns == 1010 * MS

@@ -5,7 +5,7 @@ import pytest
 
 from snapflow_ros.sim.env import MujocoEnv
 from snapflow_ros.sim.runner import RunnerConfig, SimRunner
-from snapflow_ros.sim.scene import CameraSpec, Scene, load_model
+from snapflow_ros.sim.scene import Scene, SceneCamera, load_model
 from snapflow_ros.sim.tasks import ReachTwoTargets
 
 JOINTS = [f"joint{i}" for i in range(1, 7)]
@@ -47,7 +47,7 @@ class Recorder:
 
 
 def _runner(wall=None, **config):
-    scene = Scene(load_model(None), JOINTS, [CameraSpec("front", 24, 32)], physics_rate_hz=500)
+    scene = Scene(load_model(None), JOINTS, [SceneCamera("front", 24, 32)], physics_rate_hz=500)
     env = MujocoEnv(scene, ReachTwoTargets(scene))
     return SimRunner(env, RunnerConfig(**config), wall=wall or Wall())
 

@@ -5,8 +5,8 @@ import pytest
 
 from snapflow_ros.sim.env import MujocoEnv
 from snapflow_ros.sim.scene import (
-    CameraSpec,
     Scene,
+    SceneCamera,
     SceneError,
     default_scene_path,
     load_model,
@@ -15,7 +15,7 @@ from snapflow_ros.sim.tasks import ReachTwoTargets, make_task
 from snapflow_ros.topic_map import load_topic_map
 
 JOINTS = [f"joint{i}" for i in range(1, 7)]
-CAMS = [CameraSpec("front", 224, 224), CameraSpec("wrist", 96, 128)]
+CAMS = [SceneCamera("front", 224, 224), SceneCamera("wrist", 96, 128)]
 
 
 def _env(cameras=CAMS, **kw):
@@ -26,7 +26,7 @@ def _env(cameras=CAMS, **kw):
 def test_packaged_scene_has_everything_the_topic_map_names():
     tm = load_topic_map()
     scene = Scene(load_model(default_scene_path()), tm.state_names,
-                  [CameraSpec(c.name, c.height, c.width) for c in tm.cameras],
+                  [SceneCamera(c.name, c.height, c.width) for c in tm.cameras],
                   actuated=tm.action_names)
     assert scene.timestep == pytest.approx(0.002)
     assert scene.joint_positions().shape == (6,)
@@ -49,7 +49,7 @@ def test_missing_scene_file_is_named(tmp_path):
 
 def test_missing_camera_lists_the_scene_cameras():
     with pytest.raises(SceneError, match=r"camera\(s\) \['top'\].*\['front', 'wrist'\]"):
-        Scene(load_model(None), JOINTS, [CameraSpec("top")])
+        Scene(load_model(None), JOINTS, [SceneCamera("top")])
 
 
 def test_missing_joint_lists_the_scene_joints():
