@@ -23,11 +23,12 @@ from tqdm import tqdm
 from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill.data import InMemoryDataset, open_dataset
+from snapflow_ros.distill.state import optimizer_step
 from snapflow_ros.policies._quiet import quiet_stdout
 from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla_config
+from snapflow_ros.topic_map import IMAGE_PREFIX
 
 log = logging.getLogger(__name__)
-from snapflow_ros.topic_map import IMAGE_PREFIX
 
 
 def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps: int) -> Any:
@@ -85,11 +86,8 @@ def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int =
             items[0][k])}
         batch["task"] = [it.get("task", task) for it in items]
         loss, _ = policy.forward(pre(batch))
-        opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        sched.step()
+        optimizer_step(params, opt, sched, clip_norm=10.0)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     policy.eval()
     out_dir = Path(out_dir)

@@ -80,7 +80,7 @@ def main_distill(argv: list[str] | None = None) -> int:
 def run_eval(config: EvalConfig) -> dict[str, dict[str, float]]:
     """Evaluate a student against its teacher on held-out episodes; write eval.json/png."""
     from snapflow_ros.cpu_threads import apply_cpu_threads
-    from snapflow_ros.distill import data as D
+    from snapflow_ros.distill import data
     from snapflow_ros.distill.evaluate import autocast_for, evaluate, write_eval
     from snapflow_ros.distill.run_dir import STUDENT_DIR, saved_config
     from snapflow_ros.policies import load_policy
@@ -107,21 +107,21 @@ def run_eval(config: EvalConfig) -> dict[str, dict[str, float]]:
     if not (root or repo):
         raise DistillError("pass --dataset_root (or --run_dir of the distill run)")
     teacher = load_policy(teacher_path, device=device)
-    dataset = D.open_dataset(root, repo, student.policy.config,
+    dataset = data.open_dataset(root, repo, student.policy.config,
                              video_backend=config.video_backend)
-    D.check_features(student.policy.config, dataset.meta.features,
-                     D.rename_map_of(student.preprocessor))
+    data.check_features(student.policy.config, dataset.meta.features,
+                     data.rename_map_of(student.preprocessor))
     episodes = config.episodes
     if episodes is None:
         if saved is None or saved.eval_episodes == 0:
             raise DistillError("pass --episodes [i,j,...] (the run held out no episodes)")
-        episodes = D.split_episodes(dataset.meta.total_episodes, saved.eval_episodes)[1]
-    unknown = sorted(set(episodes) - {e for e, _, _ in D.episode_ranges(dataset)})
+        episodes = data.split_episodes(dataset.meta.total_episodes, saved.eval_episodes)[1]
+    unknown = sorted(set(episodes) - {e for e, _, _ in data.episode_ranges(dataset)})
     if unknown:
         raise DistillError(f"episodes {unknown} are not in the dataset "
                            f"({dataset.meta.total_episodes} episodes)")
     results, example = evaluate(
-        teacher, student, dataset, D.frames_of(dataset, episodes),
+        teacher, student, dataset, data.frames_of(dataset, episodes),
         teacher_steps=config.teacher_steps, max_samples=config.max_samples,
         batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers,
         autocast=autocast_for(device, resolve_dtype(config.dtype, device)))

@@ -50,6 +50,22 @@ def lr_factor(step: int, *, steps: int, warmup_steps: int, final_ratio: float) -
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def optimizer_step(params: Sequence[nn.Parameter], opt: torch.optim.Optimizer, sched: Any,
+                   clip_norm: float, ema: EMA | None = None) -> float:
+    """One update from the accumulated gradients: clip (``clip_norm`` ≤ 0: measure only), step,
+    clear the gradients, advance the LR schedule and the EMA. Returns the pre-clip grad norm.
+
+    The one step both the distillation and the demo's teacher training take.
+    """
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sched.step()
+    if ema is not None:
+        ema.update()
+    return float(norm)
+
+
 class EMA:
     """Exponential moving average of parameters: θ̄ ← d·θ̄ + (1 − d)·θ, in float32."""
 
