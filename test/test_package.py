@@ -76,27 +76,6 @@ def test_share_directory_is_installed_and_found_through_the_ament_index():
         ROOT / "config" / "snapflow.yaml").read_text()
 
 
-def test_recipe_yaml_matches_the_code_defaults():
-    from snapflow_ros.core import SnapFlowLossConfig
-    from snapflow_ros.recipe import Recipe, load_recipe
-
-    data = yaml.safe_load((ROOT / "config" / "snapflow.yaml").read_text())
-    assert set(data["loss"]) == {f.name for f in dataclasses.fields(SnapFlowLossConfig)}
-    assert load_recipe(ROOT / "config" / "snapflow.yaml") == Recipe()
-
-
-def test_recipe_errors_name_the_bad_key(tmp_path):
-    from snapflow_ros.recipe import load_recipe
-
-    bad = tmp_path / "r.yaml"
-    bad.write_text("loss:\n  alpah: 0.3\n")
-    with pytest.raises(ValueError, match="alpah"):
-        load_recipe(bad)
-    bad.write_text("sampling:\n  steps: 1\n")
-    with pytest.raises(ValueError, match="steps"):
-        load_recipe(bad)
-
-
 def _imports(path):
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
@@ -123,7 +102,7 @@ def test_layer_imports(layer, allowed):
 
 # DESIGN §3 as a table: the subpackages each layer may import, besides itself and the neutral
 # top-level modules. Anything else (policies → runtime, nodes → apps, data → policies) fails.
-NEUTRAL = {"__init__", "_tools", "atomic", "cpu_threads", "paths", "recipe", "sched_guard",
+NEUTRAL = {"__init__", "_tools", "atomic", "config_cli", "cpu_threads", "paths", "sched_guard",
            "timing", "topic_map"}
 LAYERS = {
     "core": set(),
@@ -139,8 +118,7 @@ LAYERS = {
              "nodes"},
     "__main__": set(),
 }
-NEUTRAL_IMPORTS = {"recipe": {"core"}}  # the recipe holds the loss config; neutral modules
-# otherwise import only each other
+NEUTRAL_IMPORTS: dict[str, set[str]] = {}  # neutral modules import only each other
 
 
 def _package_imports(path):

@@ -23,18 +23,19 @@ threads of the teacher's and the distillation's training and of the policy node
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
+from snapflow_ros import config_cli
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.apps.demo")
@@ -48,19 +49,29 @@ METHODS = {  # name: (checkpoint, num_steps, label)
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snapflow_ros demo", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("snapflow_demo"), help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--quick", action="store_true", help="miniature run (a minute; for tests)")
-    for name, value in FULL.items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                       help=f"default {value} ({QUICK[name]} with --quick)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policy", type=Path, default=None,
-                   help="skip training: closed-loop episodes for this checkpoint only")
-    add_cpu_threads_argument(p, reserved=1)
-    return p
+@dataclass
+class DemoConfig:
+    """The closed-loop demo: sim demos -> bags -> dataset -> teacher -> SnapFlow -> ROS nodes."""
+
+    out: Path = Path("snapflow_demo")  # output directory
+    overwrite: bool = False  # replace an existing --out
+    quick: bool = False  # miniature run (a minute; for tests)
+    demos: int | None = None  # expert demonstrations (null: 30; 3 with --quick)
+    teacher_steps: int | None = None  # teacher training steps (null: 1500; 20 with --quick)
+    distill_steps: int | None = None  # SnapFlow steps (null: 1200; 6 with --quick)
+    eval_episodes: int | None = None  # closed-loop episodes per method (null: 20; 1 --quick)
+    seed: int = 0  # seed of the demos, training and episodes
+    policy: Path | None = None  # skip training: closed-loop episodes for this checkpoint only
+    # torch/OpenMP CPU threads of the training and the policy node: 0 = auto (cores in the
+    # affinity mask minus 1, at least 1), N = exactly N
+    cpu_threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (*FULL, "cpu_threads"):
+            value = getattr(self, name)
+            if value is not None and value < (0 if name == "cpu_threads" else 1):
+                raise ValueError(f"{name} must be >= {0 if name == 'cpu_threads' else 1}, "
+                                 f"got {value}")
 
 
 def _demo_topic_map(out: Path) -> Path:
@@ -78,6 +89,7 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
            ) -> Path:
     from snapflow_ros.apps.sim_demos import record_demos
     from snapflow_ros.apps.teacher import train_teacher
+    from snapflow_ros.core import SnapFlowLossConfig
     from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
     from snapflow_ros.distill.config import DistillConfig
     from snapflow_ros.distill.trainer import distill
@@ -100,7 +112,8 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
     distill(DistillConfig(
         teacher=str(out / "teacher"), dataset_root=str(out / "dataset"),
         output_dir=str(out / "distill"), steps=n["distill_steps"], batch_size=32, lr=1e-3,
-        warmup_steps=min(50, n["distill_steps"] // 10), consistency_weight=1.0,
+        warmup_steps=min(50, n["distill_steps"] // 10),
+        loss=SnapFlowLossConfig(consistency_weight=1.0),
         eval_episodes=2 if n["demos"] > 4 else 1, cache_dataset=True, num_workers=0,
         save_every=n["distill_steps"], seed=seed, cpu_threads=cpu_threads))
     return out / "distill" / "student"
@@ -168,7 +181,7 @@ def _table(report: dict[str, Any], offline: dict[str, Any] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = config_cli.from_command_line(DemoConfig, argv, prog="snapflow_ros demo")
     logging.basicConfig(level=logging.INFO, format="[demo] %(message)s", stream=sys.stderr,
                         force=True)
     n = {k: getattr(args, k) or (QUICK if args.quick else FULL)[k] for k in FULL}

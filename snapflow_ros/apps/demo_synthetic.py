@@ -7,7 +7,7 @@ offline, on CPU:
 2. fine-tune it as a flow-matching *teacher* (lerobot's own loss) on a synthetic two-target
    reaching task: each observation has two equally valid action chunks (±a bump), so a
    sampler that averages the modes fails visibly;
-3. SnapFlow self-distillation (paper defaults from ``config/snapflow.yaml``): FM and
+3. SnapFlow self-distillation (the paper's loss; ``--loss.*``): FM and
    consistency samples, one shared prefix per batch, only the action expert and φ train;
 4. save the 1-NFE checkpoint, reload it, check the reload is bit-identical;
 5. compare teacher 10-step, naive 1-step, SnapFlow 1- and 2-step on held-out observations
@@ -19,22 +19,24 @@ The defaults are a miniature run; quality improves with ``--fm-steps``/``--disti
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from snapflow_ros import config_cli
+from snapflow_ros.core import SnapFlowLossConfig
+from snapflow_ros.distill.config import SamplingConfig
 from snapflow_ros.distill.metrics import mode_metrics as _mode_metrics
 from snapflow_ros.policies import SnapFlowSmolVLA, load_policy, save_policy
 from snapflow_ros.policies.tiny import make_smolvla
-from snapflow_ros.recipe import load_recipe
 from snapflow_ros.timing import StageTimer, percentiles
 
 log = logging.getLogger("snapflow_ros.apps.demo_synthetic")
@@ -75,22 +77,30 @@ def mode_metrics(actions: torch.Tensor, modes: torch.Tensor, truth: torch.Tensor
             "gt_mse": round(m["gt_mse"], 4)}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snapflow_ros demo_synthetic",
-                                description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("snapflow_demo_synthetic"),
-                   help="output directory (checkpoint + summary.json)")
-    p.add_argument("--fm-steps", type=int, default=300, help="teacher fine-tuning steps")
-    p.add_argument("--distill-steps", type=int, default=300, help="SnapFlow steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3, help="teacher learning rate")
-    p.add_argument("--distill-lr", type=float, default=1e-3, help="SnapFlow learning rate")
-    p.add_argument("--chunk-size", type=int, default=16)
-    p.add_argument("--eval-size", type=int, default=128, help="held-out observations")
-    p.add_argument("--recipe", type=Path, default=None, help="SnapFlow recipe YAML")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    return p
+@dataclass
+class DemoSyntheticConfig:
+    """SnapFlow on a tiny SmolVLA and synthetic two-target data (no ROS), in about a minute."""
+
+    out: Path = Path("snapflow_demo_synthetic")  # output directory (checkpoint + summary.json)
+    overwrite: bool = False  # replace an existing --out
+    fm_steps: int = 300  # teacher fine-tuning steps
+    distill_steps: int = 300  # SnapFlow steps
+    batch_size: int = 32  # samples per step
+    lr: float = 2e-3  # teacher learning rate
+    distill_lr: float = 1e-3  # SnapFlow learning rate
+    chunk_size: int = 16  # action chunk length
+    eval_size: int = 128  # held-out observations
+    seed: int = 0  # seed of weights, data and noise
+    loss: SnapFlowLossConfig = field(default_factory=SnapFlowLossConfig)  # the SnapFlow loss
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # the student's sampling
+
+    def __post_init__(self) -> None:
+        for name in ("fm_steps", "distill_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "chunk_size", "eval_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def _train(policy: SnapFlowSmolVLA, steps: int, lr: float, desc: str, step_fn) -> None:
@@ -108,11 +118,10 @@ def _train(policy: SnapFlowSmolVLA, steps: int, lr: float, desc: str, step_fn) -
     policy.eval()
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: DemoSyntheticConfig) -> dict[str, Any]:
     """Run the demo and return its summary (also written to ``--out/summary.json``)."""
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise SystemExit(f"'{args.out}' exists and is not empty; pass --overwrite or --out DIR")
-    recipe = load_recipe(args.recipe)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     lerobot_policy, pre, post = make_smolvla(
@@ -137,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy.freeze_for_snapflow()
 
     def snapflow_step():
-        out = policy.snapflow_loss(pre(task.batch(args.batch_size, gen)[0]), recipe.loss,
+        out = policy.snapflow_loss(pre(task.batch(args.batch_size, gen)[0]), args.loss,
                                    generator=gen)
         return out.loss, {"fm": f"{out.fm_loss.item():.3f}",
                           "cons": f"{out.consistency_loss.item():.3f}"}
@@ -151,9 +160,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "naive_1": policy.predict_action_chunk(eval_batch, noise=noise, num_steps=1),
     }
     _train(policy, args.distill_steps, args.distill_lr, "SnapFlow distillation", snapflow_step)
-    policy.set_sampling(recipe.num_steps, recipe.sampler)
+    policy.set_sampling(args.sampling.num_steps, args.sampling.sampler)
     ckpt = save_policy(policy, args.out / "checkpoint", preprocessor=pre, postprocessor=post,
-                       extra={"recipe": recipe.loss.to_dict()}, overwrite=True)
+                       extra={"recipe": args.loss.to_dict()}, overwrite=True)
     loaded = load_policy(ckpt)
     rows = dict(teacher_rows)
     rows["snapflow_1"] = loaded.policy.predict_action_chunk(eval_batch, noise=noise)
@@ -173,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reload_bit_identical": reload_exact,
         "fm_steps": args.fm_steps, "distill_steps": args.distill_steps,
         "batch_size": args.batch_size, "chunk_size": args.chunk_size,
-        "recipe": recipe.loss.to_dict(),
+        "recipe": args.loss.to_dict(),
         "methods": methods,
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -223,7 +232,10 @@ def _report(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # --recipe FILE: the old flag; a recipe file is a config file with loss:/sampling: sections
+    args = config_cli.from_command_line(DemoSyntheticConfig, argv,
+                                        prog="snapflow_ros demo_synthetic",
+                                        short={"--recipe": "--config_path"})
     logging.basicConfig(level=logging.INFO, format="[demo_synthetic] %(message)s",
                         stream=sys.stderr,
                         force=True)

@@ -9,23 +9,23 @@ One process, one private ROS context, three nodes on one executor::
 The expert answers every camera frame with the joint targets of its plan one control period
 later, stamped with the frame's stamp; the frame gate makes the bridge wait for that answer,
 so a seed always gives the same episode. The recorder stores the wire bytes of the map's
-topics (cameras, joint_states, action) with rosbags, one bag per episode under
-``OUT/episode_NNNN`` (mcap by default), timestamped with the header stamps (sim time), from
-the reset to the end of the episode, plus the final ``episode/status`` JSON. ``bag_to_lerobot``
-converts the bags; ``OUT/episodes.jsonl`` lists seed, success and the target reached.
+topics (cameras, joint_states, action) with ``data.bag_recorder.BagRecorder``, one bag per
+episode under ``OUT/episode_NNNNNN`` (mcap by default), timestamped with the header stamps
+(sim time), from the reset to the end of the episode, plus the final ``episode/status`` JSON.
+``bag_to_lerobot`` converts the bags; ``OUT/episodes.jsonl`` lists seed, success and the target
+reached.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,13 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import Trigger
 
+from snapflow_ros import config_cli
+from snapflow_ros.conversions.cdr import header_stamp_ns
 from snapflow_ros.conversions.stamps import NS, fill_stamp, stamp_to_ns
+from snapflow_ros.data.bag_recorder import STORAGES, BagRecorder
 from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 from snapflow_ros.sim.expert import JointPlan, ReachExpert
@@ -46,8 +47,8 @@ from snapflow_ros.sim.tasks import ReachTwoTargets
 from snapflow_ros.topic_map import ROS_TYPES, TopicMap
 
 log = logging.getLogger("sim_demos")
-TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STATUS_TOPIC = "/episode/status"
+TASKS = ("reach_two_targets", "reach_two_fixed_targets")
 
 
 class ExpertNode(Node):
@@ -84,33 +85,26 @@ class ExpertNode(Node):
         self.pub.publish(cmd)
 
 
-def header_stamp_ns(raw: bytes) -> int:
-    """Header stamp of a serialised message whose first field is a std_msgs/Header (CDR)."""
-    order = "<" if raw[1] == 1 else ">"
-    sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
-    return sec * NS + nanosec
-
-
 class EpisodeRecorder(Node):
-    """Raw subscriptions on the map's topics; writes the messages of one episode window."""
+    """Raw subscriptions on the map's topics; one ``BagRecorder`` episode per demo, holding
+    the messages stamped inside the episode's window (reset → end), stamped with their headers.
+    """
 
-    def __init__(self, topic_map: TopicMap, storage: str, **kwargs: object) -> None:
+    def __init__(self, topic_map: TopicMap, out: Path, storage: str, **kwargs: object) -> None:
         super().__init__("sim_demos_recorder", **kwargs)  # type: ignore[arg-type]
         topics = [(c.topic, Image, ROS_TYPES[c.type]) for c in topic_map.cameras]
         topics.append((topic_map.joint_states.topic, JointState, ROS_TYPES["JointState"]))
         topics.append((topic_map.action.topic, JointState, ROS_TYPES["JointState"]))
         self.subs = [self.create_subscription(cls, topic, self._callback(i), 50, raw=True)
                      for i, (topic, cls, _) in enumerate(topics)]
-        self.types = [t for _, _, t in topics]
-        self.storage = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self.writer: Writer | None = None
-        self.path: Path | None = None
-        self.connections: list = []
+        self.status_topic = self.get_namespace().rstrip("/") + STATUS_TOPIC
+        self.bag = BagRecorder(out, [*zip(self.topic_names, (t for _, _, t in topics),
+                                          strict=True),
+                                     (self.status_topic, ROS_TYPES["String"])], storage)
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.pending: list[tuple[int, int, bytes]] = []
         self.newest = [-1] * len(topics)
-        self.counts = [0] * len(topics)
 
     @property
     def topic_names(self) -> list[str]:
@@ -121,7 +115,7 @@ class EpisodeRecorder(Node):
         def callback(raw: bytes) -> None:
             stamp = header_stamp_ns(raw)
             self.newest[index] = max(self.newest[index], stamp)
-            if self.writer is None:
+            if not self.bag.recording:
                 return
             if self.start_ns is None:
                 self.pending.append((index, stamp, raw))
@@ -130,22 +124,16 @@ class EpisodeRecorder(Node):
         return callback
 
     def _write(self, index: int, stamp: int, raw: bytes) -> None:
-        if self.writer is None or self.start_ns is None or stamp < self.start_ns:
+        if self.start_ns is None or stamp < self.start_ns:
             return
         if self.end_ns is not None and stamp > self.end_ns:
             return
-        self.writer.write(self.connections[index], stamp, raw)
-        self.counts[index] += 1
+        self.bag.write(self.topic_names[index], raw, stamp)
 
-    def begin(self, path: Path) -> None:
-        """Open a bag; messages are held until ``set_start`` says where the episode begins."""
-        self.path = path
-        self.writer = Writer(path, version=9, storage_plugin=self.storage)
-        self.writer.open()
-        self.connections = [self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
-                            for topic, msgtype in zip(self.topic_names, self.types, strict=True)]
+    def begin(self) -> str:
+        """Open the next episode's bag (its name); messages are held until ``set_start``."""
         self.start_ns, self.end_ns, self.pending = None, None, []
-        self.counts = [0] * len(self.subs)
+        return self.bag.start_episode()
 
     def set_start(self, start_ns: int) -> None:
         """Keep messages stamped at or after ``start_ns`` (the reset's sim time)."""
@@ -154,17 +142,10 @@ class EpisodeRecorder(Node):
             self._write(*item)
         self.pending = []
 
-    def abort(self) -> Path | None:
-        """Close and delete the bag of an unfinished episode (interrupted): ``episodes.jsonl``
-        and the output folder then hold only whole episodes. Returns the deleted path."""
-        if self.writer is None:
-            return None
-        writer, self.writer = self.writer, None
-        try:
-            writer.close()
-        finally:
-            shutil.rmtree(self.path, ignore_errors=True)
-        return self.path
+    def abort(self) -> str | None:
+        """Delete the bag of an unfinished episode (interrupted): ``episodes.jsonl`` and the
+        output folder then hold only whole episodes. Returns its name (None: none open)."""
+        return self.bag.discard_episode() if self.bag.recording else None
 
     def caught_up(self, end_ns: int) -> bool:
         """True once every camera and joint_states topic delivered a stamp >= ``end_ns``."""
@@ -172,15 +153,12 @@ class EpisodeRecorder(Node):
 
     def finish(self, status_json: str, end_ns: int) -> dict[str, int]:
         """Write the final status, close the bag; returns message counts per topic."""
-        assert self.writer is not None
-        topic = self.get_namespace().rstrip("/") + STATUS_TOPIC
-        conn = self.writer.add_connection(topic, ROS_TYPES["String"], typestore=TYPESTORE)
-        msg = TYPESTORE.types["std_msgs/msg/String"](data=status_json)
-        self.writer.write(conn, end_ns, TYPESTORE.serialize_cdr(msg, ROS_TYPES["String"]))
-        self.writer.set_custom_data("snapflow_ros.episode_status", status_json)
-        self.writer.close()
-        self.writer = None
-        return dict(zip(self.topic_names, self.counts, strict=True))
+        store = self.bag.store
+        msg = store.types["std_msgs/msg/String"](data=status_json)
+        self.bag.write(self.status_topic, self.bag.serialize(msg, ROS_TYPES["String"]), end_ns)
+        counts = {t: self.bag.counts[t] for t in self.topic_names}
+        self.bag.stop_episode(custom_data={"snapflow_ros.episode_status": status_json})
+        return counts
 
 
 def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], timeout_s: float,
@@ -190,6 +168,76 @@ def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], time
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         executor.spin_once(timeout_sec=0.01)
+
+
+@dataclass
+class _Graph:
+    """The private ROS graph of a recording: bridge, expert and recorder on one executor."""
+
+    bridge: MujocoBridgeNode
+    expert: ExpertNode
+    recorder: EpisodeRecorder
+    executor: SingleThreadedExecutor
+    reset: object  # the bridge's reset service client
+
+
+def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, scene: str,
+                topic_map: str, episode_timeout_s: float, storage: str, namespace: str,
+                task: str) -> _Graph:
+    """Create the nodes (appended to ``nodes`` as they come, for the caller's cleanup) and
+    wait until the recorder's subscriptions and the reset service are connected."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    remap = ["--ros-args", "-r", f"/clock:={ns or '/sim_demos'}/clock"]  # sim time stays ours
+    overrides = [Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="frame"),
+                 Parameter("task", value=task), Parameter("scene", value=scene),
+                 Parameter("topic_map", value=topic_map), Parameter("seed", value=seed),
+                 Parameter("episode_timeout_s", value=episode_timeout_s),
+                 Parameter("tick_period_s", value=0.001)]  # re-check the gate often
+    bridge = MujocoBridgeNode(context=ctx, parameter_overrides=overrides, cli_args=remap,
+                              namespace=ns)
+    nodes.append(bridge)
+    tm, env = bridge.topic_map, bridge.runner.env
+    if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
+        raise ValueError("sim_demos needs a reach_two_* task and a topic map whose "
+                         f"action type is JointState (it is {tm.action.type})")
+    expert = ExpertNode(tm, context=ctx, namespace=ns)
+    nodes.append(expert)
+    recorder = EpisodeRecorder(tm, out, storage, context=ctx, namespace=ns)
+    nodes.append(recorder)
+    reset = expert.create_client(Trigger, f"{bridge.get_fully_qualified_name()}/reset")
+    executor = SingleThreadedExecutor(context=ctx)
+    for node in nodes:
+        executor.add_node(node)
+    _spin_until(executor, lambda: reset.service_is_ready() and all(
+        s.get_publisher_count() > 0 for s in recorder.subs), 30.0, "topic discovery")
+    return _Graph(bridge, expert, recorder, executor, reset)
+
+
+def _record_episode(graph: _Graph, planner: ReachExpert, index: int, seed: int,
+                    wall_timeout_s: float) -> dict:
+    """Reset the bridge with ``seed``, follow the expert's plan to the episode's end, close
+    the bag; returns the episode's summary."""
+    env, recorder, executor = graph.bridge.runner.env, graph.recorder, graph.executor
+    graph.bridge.set_parameters([Parameter("seed", value=seed)])
+    name = recorder.begin()
+    graph.expert.start(None, 0)
+    future = graph.reset.call_async(Trigger.Request())
+    _spin_until(executor, future.done, wall_timeout_s, "the reset service")
+    status = json.loads(future.result().message)
+    plan = planner.plan(np.random.default_rng([status["seed"], 1]))
+    graph.expert.start(plan, status["start_ns"])
+    recorder.set_start(status["start_ns"])
+    _spin_until(executor, lambda: env.status.done, wall_timeout_s, "the episode end")
+    final = env.status
+    recorder.end_ns = final.end_ns  # before any message of this spin is written
+    _spin_until(executor, lambda: recorder.caught_up(final.end_ns), wall_timeout_s,
+                "the last messages")
+    counts = recorder.finish(final.to_json(), final.end_ns)
+    log.info("episode %d seed %d: %s, target %d, %.2f s", index, final.seed,
+             "success" if final.success else final.reason, final.reached, final.time_s)
+    return {"episode": index, "bag": name, "seed": final.seed, "success": final.success,
+            "reached": final.reached, "planned": plan.mode,
+            "duration_s": round(final.time_s, 3), "messages": counts}
 
 
 def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_map: str = "",
@@ -203,62 +251,22 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
     out.mkdir(parents=True, exist_ok=True)
     ctx = rclpy.Context()
     ctx.init(args=[])
-    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
-    remap = ["--ros-args", "-r", f"/clock:={ns or '/sim_demos'}/clock"]  # sim time stays ours
-    overrides = [Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="frame"),
-                 Parameter("task", value=task), Parameter("scene", value=scene),
-                 Parameter("topic_map", value=topic_map), Parameter("seed", value=seed),
-                 Parameter("episode_timeout_s", value=episode_timeout_s),
-                 Parameter("tick_period_s", value=0.001)]  # re-check the gate often
-    bridge = MujocoBridgeNode(context=ctx, parameter_overrides=overrides, cli_args=remap,
-                              namespace=ns)
-    nodes: list[Node] = [bridge]
-    recorder: EpisodeRecorder | None = None
+    nodes: list[Node] = []
+    graph: _Graph | None = None
     try:
-        tm, env = bridge.topic_map, bridge.runner.env
-        if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
-            raise ValueError("sim_demos needs a reach_two_* task and a topic map whose "
-                             f"action type is JointState (it is {tm.action.type})")
-        expert = ExpertNode(tm, context=ctx, namespace=ns)
-        recorder = EpisodeRecorder(tm, storage, context=ctx, namespace=ns)
-        nodes += [expert, recorder]
-        reset = expert.create_client(Trigger, f"{bridge.get_fully_qualified_name()}/reset")
-        executor = SingleThreadedExecutor(context=ctx)
-        for node in nodes:
-            executor.add_node(node)
-        _spin_until(executor, lambda: reset.service_is_ready() and all(
-            s.get_publisher_count() > 0 for s in recorder.subs), 30.0, "topic discovery")
-        planner, summaries = ReachExpert(env.scene, env.task), []
+        graph = _make_graph(ctx, out, nodes, seed=seed, scene=scene, topic_map=topic_map,
+                            episode_timeout_s=episode_timeout_s, storage=storage,
+                            namespace=namespace, task=task)
+        planner = ReachExpert(graph.bridge.runner.env.scene, graph.bridge.runner.env.task)
+        summaries = []
         for i in range(episodes):
-            bridge.set_parameters([Parameter("seed", value=seed + i)])
-            path = out / f"episode_{i:04d}"
-            recorder.begin(path)
-            expert.start(None, 0)
-            future = reset.call_async(Trigger.Request())
-            _spin_until(executor, future.done, wall_timeout_s, "the reset service")
-            status = json.loads(future.result().message)
-            plan = planner.plan(np.random.default_rng([status["seed"], 1]))
-            expert.start(plan, status["start_ns"])
-            recorder.set_start(status["start_ns"])
-            _spin_until(executor, lambda: env.status.done, wall_timeout_s, "the episode end")
-            final = env.status
-            recorder.end_ns = final.end_ns  # before any message of this spin is written
-            _spin_until(executor, lambda end=final.end_ns: recorder.caught_up(end), wall_timeout_s,
-                        "the last messages")
-            counts = recorder.finish(final.to_json(), final.end_ns)
-            summary = {"episode": i, "bag": path.name, "seed": final.seed,
-                       "success": final.success, "reached": final.reached,
-                       "planned": plan.mode, "duration_s": round(final.time_s, 3),
-                       "messages": counts}
-            summaries.append(summary)
+            summaries.append(_record_episode(graph, planner, i, seed + i, wall_timeout_s))
             with (out / "episodes.jsonl").open("a") as f:
-                f.write(json.dumps(summary) + "\n")
-            log.info("episode %d seed %d: %s, target %d, %.2f s", i, final.seed,
-                     "success" if final.success else final.reason, final.reached, final.time_s)
+                f.write(json.dumps(summaries[-1]) + "\n")
         return summaries
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (nodes/shutdown.py): keep whole episodes only
-        if recorder is not None and (path := recorder.abort()) is not None:
-            log.info("interrupted: removed the unfinished episode %s", path.name)
+        if graph is not None and (name := graph.recorder.abort()) is not None:
+            log.info("interrupted: removed the unfinished episode %s", name)
         raise
     finally:
         for node in nodes:
@@ -266,44 +274,59 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
         ctx.try_shutdown()
 
 
+@dataclass
+class SimDemosConfig:
+    """Scripted-expert demos through the MuJoCo bridge, one rosbag2 (mcap) per episode."""
+
+    out: Path | None = None  # output directory (required)
+    episodes: int = 10  # number of episodes
+    seed: int = 0  # seed of the first episode (then seed + 1, ...)
+    scene: str = ""  # MJCF scene (default: the packaged one)
+    topic_map: str = ""  # topic map YAML (default: the packaged one)
+    episode_timeout: float = 0.0  # episode time limit in sim s (0: the task's)
+    storage: str = "mcap"  # bag storage: mcap or sqlite3
+    task: str = "reach_two_targets"  # reach_two_targets (random places) or reach_two_fixed_targets
+    namespace: str = ""  # namespace of the map's relative topics
+    overwrite: bool = False  # replace an existing --out
+
+    def __post_init__(self) -> None:
+        if self.out is None:
+            raise ValueError("--out is required (the output directory)")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``sim_demos --episodes N --seed S --out DIR``."""
-    parser = argparse.ArgumentParser(prog="sim_demos", description=__doc__.split("\n")[0])
-    parser.add_argument("--episodes", type=int, default=10, help="number of episodes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--scene", default="", help="MJCF scene (default: packaged)")
-    parser.add_argument("--topic-map", default="", help="topic map YAML (default: packaged)")
-    parser.add_argument("--episode-timeout", type=float, default=0.0,
-                        help="episode time limit in sim s (0: the task's)")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--task", choices=("reach_two_targets", "reach_two_fixed_targets"),
-                        default="reach_two_targets", help="random or fixed target places")
-    parser.add_argument("--namespace", default="", help="namespace of the map's topics")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    args = parser.parse_args(argv)
+    prog = "sim_demos"
+    args = config_cli.from_command_line(SimDemosConfig, argv, prog=prog)
     logging.basicConfig(level=logging.INFO, force=True, format="%(message)s")
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
-    if args.out.exists() and any(args.out.iterdir()):
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
         if not args.overwrite:
-            parser.error(f"{args.out} exists and is not empty (use --overwrite or another --out)")
-        shutil.rmtree(args.out)
+            print(f"{prog}: error: {out} exists and is not empty (use --overwrite or another "  # noqa: T201
+                  "--out)", file=sys.stderr)
+            raise SystemExit(2)
+        shutil.rmtree(out)
     try:
-        summaries = record_demos(args.out, args.episodes, args.seed, scene=args.scene,
+        summaries = record_demos(out, args.episodes, args.seed, scene=args.scene,
                                  topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
                                  storage=args.storage, namespace=args.namespace, task=args.task)
     except KeyboardInterrupt:
-        done = args.out / "episodes.jsonl"
+        done = out / "episodes.jsonl"
         n = len(done.read_text().splitlines()) if done.exists() else 0
         sig = shutdown.received() or signal.SIGINT
         log.info("stopped by %s: %d/%d episodes recorded in %s", signal.Signals(sig).name, n,
-                 args.episodes, args.out)
+                 args.episodes, out)
         return 128 + sig
     ok = sum(s["success"] for s in summaries)
     modes = [sum(s["reached"] == m for s in summaries) for m in (0, 1)]
     log.info("%d/%d successful; target a %d, target b %d; bags in %s", ok, len(summaries),
-             *modes, args.out)
+             *modes, out)
     return 0
 
 

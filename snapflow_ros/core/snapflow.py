@@ -36,10 +36,10 @@ from snapflow_ros.core.sampling import uniform_times
 class SnapFlowLossConfig:
     """Hyper-parameters of the SnapFlow objective (paper defaults)."""
 
-    alpha: float = 0.5  # probability that a sample goes to the FM branch
-    consistency_weight: float = 0.1  # λ, weight of the consistency branch
+    alpha: float = 0.5  # probability that a sample goes to the FM branch (``route_to_fm``)
+    consistency_weight: float = 0.1  # lambda, weight of the consistency branch
     target_steps: int = 2  # K: Euler steps of the model's own field in the shortcut target
-    velocity_clamp: float | None = None  # clamp target velocities to ±value (off by default)
+    velocity_clamp: float | None = None  # clamp target velocities to +-value (null: off)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from snapflow_ros.conversions.cdr import header_stamp_ns
 from snapflow_ros.data.bag_reader import typestore
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,12 @@ class BagRecorder:
         log.info("recording %s", path)
         return name
 
-    def write(self, topic: str, data: bytes | memoryview, stamp_ns: int) -> bool:
-        """Append one serialized message; False (ignored) when no episode is recording."""
+    def write(self, topic: str, data: bytes | memoryview, stamp_ns: int | None = None) -> bool:
+        """Append one serialized message, timestamped ``stamp_ns`` (None: its header stamp,
+        for messages that start with a std_msgs/Header); False (ignored) when no episode is
+        recording."""
+        if stamp_ns is None:
+            stamp_ns = header_stamp_ns(data)
         with self._lock:
             if self._writer is None:
                 return False
@@ -115,13 +120,20 @@ class BagRecorder:
             self.counts[topic] += 1
             return True
 
-    def stop_episode(self) -> Path:
-        """Close the current episode and move it into place; returns its directory."""
+    def serialize(self, msg: Any, msgtype: str) -> bytes:
+        """CDR bytes of a rosbags message object (e.g. a status String written at the end)."""
+        return bytes(self.store.serialize_cdr(msg, msgtype))
+
+    def stop_episode(self, custom_data: dict[str, str] | None = None) -> Path:
+        """Close the current episode (adding ``custom_data`` to its metadata.yaml) and move it
+        into place; returns its directory."""
         with self._lock:
             if self._writer is None:
                 raise RecorderError("no episode is recording")
             writer, name = self._writer, self._name
             self._writer, self._name, self._conns = None, "", {}
+            for key, value in (custom_data or {}).items():
+                writer.set_custom_data(str(key), str(value))
             writer.close()
             final = self.root / name
             (self.root / PARTIAL / name).rename(final)
@@ -131,8 +143,8 @@ class BagRecorder:
         log.info("saved %s (%s)", final, ", ".join(f"{t}: {n}" for t, n in self.counts.items()))
         return final
 
-    def discard_episode(self) -> None:
-        """Drop the current episode without keeping anything."""
+    def discard_episode(self) -> str:
+        """Drop the current episode without keeping anything; returns its name."""
         with self._lock:
             if self._writer is None:
                 raise RecorderError("no episode is recording")
@@ -142,6 +154,10 @@ class BagRecorder:
                 writer.close()
             finally:
                 shutil.rmtree(self.root / PARTIAL / name, ignore_errors=True)
+                partial = self.root / PARTIAL
+                if partial.is_dir() and not any(partial.iterdir()):
+                    partial.rmdir()
+        return name
 
     def close(self) -> Path | None:
         """Stop a running episode (kept); returns its directory, or None when idle."""

@@ -15,15 +15,13 @@ import logging
 import sys
 from pathlib import Path
 
+from snapflow_ros.config_cli import option_value, print_help, wants_help
 from snapflow_ros.distill.config import (
     RUN_CONFIG,
     DistillConfig,
     DistillError,
     EvalConfig,
-    option_value,
     parse_config,
-    print_help,
-    wants_help,
 )
 
 log = logging.getLogger("snapflow_ros.distill")
@@ -36,7 +34,7 @@ def _setup_logging(name: str) -> None:
 
 def distill_config_from_argv(argv: list[str]) -> DistillConfig:
     """Flags (and ``--config_path``); with ``--resume`` the run's saved config is the base."""
-    resume = "--resume" in argv or (option_value(argv, "resume") or "").lower() == "true"
+    resume = "--resume" in argv or (option_value(argv, "resume") or "").lower() in ("true", "yes")
     out = option_value(argv, "output_dir")
     base = None
     if resume and out and option_value(argv, "config_path") is None:

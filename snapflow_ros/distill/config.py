@@ -1,12 +1,16 @@
-"""Configs of ``distill`` and ``eval``: dataclasses with ``help`` metadata, parsed by draccus.
+"""Configs of ``distill`` and ``eval``: dataclasses parsed by draccus (``config_cli.py``).
 
-Values come, in increasing priority, from the field defaults (the paper's recipe; the loss
-weights from ``config/snapflow.yaml``), a YAML file (``--config_path``) and command-line flags::
+Values come, in increasing priority, from the field defaults (the paper's recipe), a YAML file
+(``--config_path``; ``config/snapflow.yaml`` is the recipe as such a file) and flags::
 
     python -m snapflow_ros distill --config_path config/distill.yaml --teacher DIR \
-        --dataset_root DIR --output_dir OUT --steps 2000
+        --dataset_root DIR --output_dir OUT --steps 2000 --loss.consistency_weight 1
 
-Ranges are checked in ``__post_init__``; an error names the field, the value and the limit.
+The SnapFlow loss is the ``loss:`` section (``core.SnapFlowLossConfig``), the student's default
+sampling the ``sampling:`` section. Field comments are ``--help``. Ranges are checked in
+``__post_init__``; an error names the field, the value and the limit. Older spellings still
+load (old flags, old YAML files, old run directories' ``distill_config.yaml``):
+``RENAMED_FIELDS`` and ``--recipe FILE`` (a file with ``loss:``/``sampling:`` sections).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +26,8 @@ from typing import Any, TypeVar
 import draccus
 import yaml
 
+from snapflow_ros import config_cli
 from snapflow_ros.core import SnapFlowLossConfig
-from snapflow_ros.recipe import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +41,20 @@ RESUMABLE_CHANGES = frozenset({
     "eval_batch_size", "eval_seed", "num_workers", "video_backend", "cpu_threads", "device",
     "dtype", "resume", "overwrite", "stop_after", "cache_dataset", "cache_limit_gb",
 })
-DEVICES_HELP = "auto (cuda when visible, else cpu), cpu, cuda, cuda:N"
 DTYPES = ("auto", "float32", "bfloat16")
 VIDEO_BACKENDS = ("auto", "pyav", "torchcodec")
-#: Renamed DistillConfig fields: old name -> new name. Old run dirs' distill_config.yaml, old
-#: YAML files and old flags still load (``torch_threads: null`` meant torch's default; it
-#: becomes 0 = auto).
-RENAMED_FIELDS = {"torch_threads": "cpu_threads"}
-CPU_THREADS_HELP = ("CPU threads of torch/OpenMP: 0 = auto (cores in the affinity mask minus 1 "
-                    "for the data loader/main thread, at least 1), N = exactly N")
+SAMPLERS = ("snap", "euler")
+#: Renamed DistillConfig fields: old name -> new (dotted) name. Old run dirs' distill_config.yaml,
+#: old YAML files and old flags still load. ``torch_threads: null`` meant torch's default (now
+#: 0 = auto); ``velocity_clamp: 0`` meant off (now null).
+RENAMED_FIELDS = {"torch_threads": "cpu_threads", "alpha": "loss.alpha",
+                  "consistency_weight": "loss.consistency_weight",
+                  "target_steps": "loss.target_steps", "velocity_clamp": "loss.velocity_clamp"}
+RECIPE_SECTIONS = ("loss", "sampling")
 
 
 class DistillError(ValueError):
     """Bad input to ``distill``/``eval``; the message names the problem and the fix."""
-
-
-def _help(text: str, default: Any = None, **kw: Any) -> Any:
-    factory = kw.pop("default_factory", None)
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:
@@ -66,53 +63,66 @@ def _check(ok: bool, name: str, value: Any, rule: str) -> None:
 
 
 @dataclass
+class SamplingConfig:
+    """How the distilled student samples by default (saved in its checkpoint)."""
+
+    num_steps: int = 1  # default step count of the student (1: one network pass, 1-NFE)
+    # snap: jumps t_i -> t_(i+1) with target time s = t_(i+1); euler: the teacher's loop (s = t)
+    sampler: str = "snap"
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps >= 1, "sampling.num_steps", self.num_steps, ">= 1")
+        _check(self.sampler in SAMPLERS, "sampling.sampler", self.sampler, f"one of {SAMPLERS}")
+
+
+@dataclass
 class DistillConfig:
     """SnapFlow self-distillation of a flow-matching policy on a LeRobot v3.0 dataset."""
 
     # -- inputs and output
-    teacher: str | None = _help("LeRobot policy dir, SnapFlow checkpoint or hub id (online)")
-    dataset_root: str | None = _help("local root of the LeRobot v3.0 dataset")
-    dataset_repo_id: str | None = _help("dataset repo id (downloads when online and no root)")
-    output_dir: str | None = _help("run directory: checkpoints, student/, log.jsonl, eval.json")
-    resume: bool = _help("continue the run in output_dir from its last checkpoint", False)
-    overwrite: bool = _help("replace a previous run in output_dir", False)
+    teacher: str | None = None  # LeRobot policy dir, SnapFlow checkpoint or hub id (online)
+    dataset_root: str | None = None  # local root of the LeRobot v3.0 dataset
+    dataset_repo_id: str | None = None  # dataset repo id (downloads when online and no root)
+    output_dir: str | None = None  # run directory: checkpoints, student/, log.jsonl, eval.json
+    resume: bool = False  # continue the run in output_dir from its last checkpoint
+    overwrite: bool = False  # replace a previous run in output_dir
     # -- optimisation (paper: lr 2.5e-5, 500 warm-up steps, 30k steps, batch 4)
-    steps: int = _help("optimizer steps", 30_000)
-    batch_size: int = _help("samples per micro-batch per process", 4)
-    grad_accum_steps: int = _help("micro-batches per optimizer step", 1)
-    lr: float = _help("peak learning rate", 2.5e-5)
-    warmup_steps: int = _help("linear warm-up steps from lr/warmup_steps to lr", 500)
-    final_lr_ratio: float = _help("cosine decay ends at lr * final_lr_ratio", 0.01)
-    weight_decay: float = _help("AdamW weight decay (lerobot's SmolVLA preset)", 1e-10)
-    adam_betas: list[float] = _help("AdamW betas", default_factory=lambda: [0.9, 0.95])
-    adam_eps: float = _help("AdamW epsilon", 1e-8)
-    grad_clip_norm: float = _help("clip the gradient norm to this (0: off)", 1.0)
-    ema_decay: float | None = _help("EMA of the trained weights for the student (off: null)")
-    # -- SnapFlow loss (null: from the recipe, config/snapflow.yaml)
-    recipe: str | None = _help("SnapFlow recipe YAML (default: the packaged snapflow.yaml)")
-    alpha: float | None = _help("probability that a sample goes to the FM branch (0.5)")
-    consistency_weight: float | None = _help("lambda, weight of the consistency loss (0.1)")
-    target_steps: int | None = _help("K: Euler steps of the model's own field in the target (2)")
-    velocity_clamp: float | None = _help("clamp target velocities to +-value (0: off)")
+    steps: int = 30_000  # optimizer steps
+    batch_size: int = 4  # samples per micro-batch per process
+    grad_accum_steps: int = 1  # micro-batches per optimizer step
+    lr: float = 2.5e-5  # peak learning rate
+    warmup_steps: int = 500  # linear warm-up steps from lr/warmup_steps to lr
+    final_lr_ratio: float = 0.01  # cosine decay ends at lr * final_lr_ratio
+    weight_decay: float = 1e-10  # AdamW weight decay (lerobot's SmolVLA preset)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    adam_eps: float = 1e-8  # AdamW epsilon
+    grad_clip_norm: float = 1.0  # clip the gradient norm to this (0: off)
+    ema_decay: float | None = None  # EMA of the trained weights for the student (null: off)
+    # -- SnapFlow: the loss (alpha, lambda, K, clamp) and the student's default sampling
+    loss: SnapFlowLossConfig = field(default_factory=SnapFlowLossConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     # -- run
-    seed: int = _help("seed of weights-independent randomness (data order, noise, routing)", 0)
-    device: str = _help(DEVICES_HELP, "auto")
-    dtype: str = _help("auto (bf16 autocast on CUDA, else float32), float32, bfloat16", "auto")
-    save_every: int = _help("checkpoint every N steps (and at the end)", 1000)
-    keep_checkpoints: int = _help("keep the newest N checkpoints (0: all)", 0)
-    log_every: int = _help("write a log.jsonl line every N steps", 10)
-    stop_after: int | None = _help("end this session after step N with a checkpoint (resumable)")
-    num_workers: int = _help("DataLoader worker processes", 2)
-    cache_dataset: bool = _help("decode the training frames once and keep them in memory "
-                                "(small datasets, where decoding dominates a step)", False)
-    cache_limit_gb: float = _help("refuse cache_dataset above this estimated size", 8.0)
-    video_backend: str = _help("video decoding: auto (torchcodec if it loads, else pyav)", "auto")
-    cpu_threads: int = _help(CPU_THREADS_HELP, 0)
+    seed: int = 0  # seed of weights-independent randomness (data order, noise, routing)
+    device: str = "auto"  # auto (cuda when visible, else cpu), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, else float32), float32, bfloat16
+    save_every: int = 1000  # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 0  # keep the newest N checkpoints (0: all)
+    log_every: int = 10  # write a log.jsonl line every N steps
+    stop_after: int | None = None  # end this session after step N with a checkpoint (resumable)
+    num_workers: int = 2  # DataLoader worker processes
+    # decode the training frames once and keep them in memory (small datasets, where decoding
+    # dominates a step)
+    cache_dataset: bool = False
+    cache_limit_gb: float = 8.0  # refuse cache_dataset above this estimated size
+    video_backend: str = "auto"  # video decoding: auto (torchcodec if it loads, else pyav)
+    # CPU threads of torch/OpenMP: 0 = auto (cores in the affinity mask minus 1 for the data
+    # loader/main thread, at least 1), N = exactly N
+    cpu_threads: int = 0
     # -- held-out evaluation
-    eval_episodes: int = _help("hold out the last N episodes for the final eval (0: no eval)", 1)
-    eval_max_samples: int = _help("held-out frames evaluated (evenly spaced)", 256)
-    eval_batch_size: int = _help("eval batch size", 16)
-    eval_seed: int = _help("seed of the eval noise (the same noise for every method)", 1234)
+    eval_episodes: int = 1  # hold out the last N episodes for the final eval (0: no eval)
+    eval_max_samples: int = 256  # held-out frames evaluated (evenly spaced)
+    eval_batch_size: int = 16  # eval batch size
+    eval_seed: int = 1234  # seed of the eval noise (the same noise for every method)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "steps", self.steps, ">= 1")
@@ -141,27 +151,8 @@ class DistillConfig:
         _check(self.eval_episodes >= 0, "eval_episodes", self.eval_episodes, ">= 0")
         _check(self.eval_max_samples >= 1, "eval_max_samples", self.eval_max_samples, ">= 1")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
-        _check(self.velocity_clamp is None or self.velocity_clamp >= 0, "velocity_clamp",
-               self.velocity_clamp, ">= 0 (0: off) or null")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
-        self.loss_config()  # α, λ, K range checks (SnapFlowLossConfig's own)
-
-    def load_recipe(self) -> Recipe:
-        """The recipe file (``recipe`` or the packaged ``config/snapflow.yaml``)."""
-        return load_recipe(self.recipe)
-
-    def loss_config(self) -> SnapFlowLossConfig:
-        """The SnapFlow loss: the recipe's values, overridden by the fields that are set."""
-        base = self.load_recipe().loss
-        clamp = base.velocity_clamp if self.velocity_clamp is None else self.velocity_clamp
-        return SnapFlowLossConfig(
-            alpha=base.alpha if self.alpha is None else self.alpha,
-            consistency_weight=(base.consistency_weight if self.consistency_weight is None
-                                else self.consistency_weight),
-            target_steps=base.target_steps if self.target_steps is None else self.target_steps,
-            velocity_clamp=clamp or None,
-        )
 
     def require_io(self) -> None:
         """Raise a DistillError unless teacher, a dataset and output_dir are given."""
@@ -176,22 +167,22 @@ class DistillConfig:
 class EvalConfig:
     """Offline held-out evaluation: 10-step teacher, naive 1-step, SnapFlow 1- and 2-step."""
 
-    run_dir: str | None = _help("a distill output dir: student, teacher, dataset, split from it")
-    student: str | None = _help("SnapFlow checkpoint (default: <run_dir>/student)")
-    teacher: str | None = _help("teacher policy (default: the run's)")
-    dataset_root: str | None = _help("dataset root (default: the run's)")
-    dataset_repo_id: str | None = _help("dataset repo id (default: the run's)")
-    episodes: list[int] | None = _help("episode indices to evaluate (default: the run's held-out)")
-    output_dir: str | None = _help("where eval.json/eval.png go (default: run_dir)")
-    teacher_steps: int = _help("Euler steps of the reference teacher", 10)
-    max_samples: int = _help("frames evaluated (evenly spaced over the episodes)", 256)
-    batch_size: int = _help("eval batch size", 16)
-    seed: int = _help("seed of the eval noise (the same noise for every method)", 1234)
-    device: str = _help(DEVICES_HELP, "auto")
-    dtype: str = _help("auto (bf16 autocast on CUDA), float32, bfloat16", "auto")
-    num_workers: int = _help("DataLoader worker processes", 0)
-    video_backend: str = _help("video decoding: auto, pyav, torchcodec", "auto")
-    cpu_threads: int = _help(CPU_THREADS_HELP, 0)
+    run_dir: str | None = None  # a distill output dir: student, teacher, dataset, split from it
+    student: str | None = None  # SnapFlow checkpoint (default: <run_dir>/student)
+    teacher: str | None = None  # teacher policy (default: the run's)
+    dataset_root: str | None = None  # dataset root (default: the run's)
+    dataset_repo_id: str | None = None  # dataset repo id (default: the run's)
+    episodes: list[int] | None = None  # episode indices to evaluate (default: run's held-out)
+    output_dir: str | None = None  # where eval.json/eval.png go (default: run_dir)
+    teacher_steps: int = 10  # Euler steps of the reference teacher
+    max_samples: int = 256  # frames evaluated (evenly spaced over the episodes)
+    batch_size: int = 16  # eval batch size
+    seed: int = 1234  # seed of the eval noise (the same noise for every method)
+    device: str = "auto"  # auto (cuda when visible, else cpu), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA), float32, bfloat16
+    num_workers: int = 0  # DataLoader worker processes
+    video_backend: str = "auto"  # video decoding: auto, pyav, torchcodec
+    cpu_threads: int = 0  # CPU threads of torch/OpenMP: 0 = auto (cores - 1), N = exactly N
 
     def __post_init__(self) -> None:
         _check(self.cpu_threads >= 0, "cpu_threads", self.cpu_threads, ">= 0 (0 = auto)")
@@ -207,124 +198,113 @@ class EvalConfig:
 C = TypeVar("C", DistillConfig, EvalConfig)
 
 
-def format_help(cls: type, prog: str) -> str:
-    """``--help`` text from the fields' ``help`` metadata (draccus shows docstrings only)."""
-    lines = [f"usage: {prog} [--config_path YAML] [--FIELD VALUE ...]", "",
-             (cls.__doc__ or "").strip(), "",
-             "Every option is a field; set it as --FIELD VALUE, --FIELD=VALUE or in the YAML "
-             "file (bool flags alone mean true).", "", "options:"]
-    lines.append(f"  {'--config_path':<22} YAML file with any of the fields below")
-    for f in dataclasses.fields(cls):
-        factory = f.default_factory
-        default = factory() if factory is not dataclasses.MISSING else f.default
-        text = f.metadata.get("help", "")
-        value = "null" if default is None else default
-        shown = "" if "default" in text else f" (default: {value})"
-        lines.append(f"  --{f.name:<20} {text}{shown}")
-    return "\n".join(lines)
+def _renamed_value(old: str, value: Any) -> Any:
+    """An old field's value under its new name (``RENAMED_FIELDS``)."""
+    log.warning("'%s' is now '%s'; reading it as such", old, RENAMED_FIELDS[old])
+    empty = value is None or str(value).lower() in ("null", "none", "~", "")
+    if old == "torch_threads":
+        return 0 if empty else value  # null meant torch's default: now 0 = auto
+    if old == "velocity_clamp":
+        return None if empty or float(value) == 0 else value  # 0 meant off: now null
+    return None if empty else value
 
 
-def _expand_bool_flags(cls: type, argv: list[str]) -> list[str]:
-    """``--resume`` alone → ``--resume=true`` (draccus wants a value for bools)."""
-    bools = {f"--{f.name}" for f in dataclasses.fields(cls) if f.type in (bool, "bool")}
-    out = []
-    for i, arg in enumerate(argv):
-        nxt = argv[i + 1] if i + 1 < len(argv) else None
-        bare = arg in bools and (nxt is None or nxt.startswith("--"))
-        out.append(f"{arg}=true" if bare else arg)
-    return out
+def _recipe_sections(path: str | Path) -> dict[str, Any]:
+    """The ``loss:``/``sampling:`` sections of a recipe file (``--recipe``, old run dirs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"SnapFlow recipe '{path}' does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise DistillError(f"SnapFlow recipe '{path}' is not a mapping")
+    if data.get("phi"):
+        log.warning("'%s': the phi section is ignored (phi is always the paper's: zero-init, "
+                    "the time embedding's width, input s)", path)
+    return {k: data[k] for k in RECIPE_SECTIONS if data.get(k)}
 
 
-def option_value(argv: list[str], name: str) -> str | None:
-    """The value of ``--name V`` / ``--name=V`` in ``argv`` (last one wins), else None."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg == f"--{name}" and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
+def _nest(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for parent in parents:
+        data = data.setdefault(parent, {})
+    data.setdefault(leaf, value)  # the new spelling wins where a file has both
 
 
-def _renamed(old: str, value: Any) -> Any:
-    """The value of renamed field ``old`` under its new name (an old null: 0 = auto)."""
-    log.warning("'%s' is now '%s' (0 = auto); reading it as such", old, RENAMED_FIELDS[old])
-    return 0 if value is None or str(value).lower() in ("null", "none", "~", "") else value
+def _upgrade_mapping(data: Any) -> dict[str, Any] | None:
+    """A DistillConfig YAML mapping in today's layout, or None when it already is."""
+    if not isinstance(data, dict) or not (set(RENAMED_FIELDS) | {"recipe"}) & data.keys():
+        return None
+    data = dict(data)
+    recipe = data.pop("recipe", None)
+    for old, new in RENAMED_FIELDS.items():
+        if old in data:
+            value = _renamed_value(old, data.pop(old))
+            if value is not None or old == "torch_threads":
+                _nest(data, new, value)
+    if recipe:
+        for section, values in _recipe_sections(recipe).items():
+            for key, value in values.items():
+                _nest(data, f"{section}.{key}", value)
+    return data
 
 
-def _rename_flags(argv: list[str]) -> list[str]:
-    """``--torch_threads N`` (``RENAMED_FIELDS``) → ``--cpu_threads N``."""
+def _upgrade_flags(argv: list[str]) -> list[str]:
+    """Old flags in today's spelling: ``--alpha V`` → ``--loss.alpha V``, ``--recipe FILE`` →
+    its sections as flags (placed first: later flags override them)."""
     out: list[str] = []
+    first: list[str] = []
     args = iter(argv)
     for arg in args:
         name, eq, value = arg.partition("=")
-        new = RENAMED_FIELDS.get(name[2:]) if name.startswith("--") else None
-        if new is None:
+        old = name[2:].replace("-", "_") if name.startswith("--") else ""
+        if old != "recipe" and old not in RENAMED_FIELDS:
             out.append(arg)
             continue
         if not eq:
             value = next(args, None)
-        out += [f"--{new}"] if value is None else [f"--{new}", str(_renamed(name[2:], value))]
-    return out
-
-
-def _renamed_keys(data: Any) -> dict[str, Any] | None:
-    """A config file's mapping with renamed keys, or None when it uses no old name."""
-    if not isinstance(data, dict) or not RENAMED_FIELDS.keys() & data.keys():
-        return None
-    data = dict(data)
-    for old, new in RENAMED_FIELDS.items():
-        if old in data:
-            value = _renamed(old, data.pop(old))
-            data.setdefault(new, value)  # the new key wins where a file has both
-    return data
-
-
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """``argv`` without ``--name V`` / ``--name=V``."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == f"--{name}":
-            skip = True
-        elif not arg.startswith(f"--{name}="):
-            out.append(arg)
-    return out
+        if old == "recipe":
+            if value is None:
+                raise DistillError("--recipe needs a file")
+            for section, values in _recipe_sections(value).items():
+                for key, item in values.items():
+                    first += [f"--{section}.{key}", "null" if item is None else str(item)]
+            continue
+        new = _renamed_value(old, value)
+        out += [f"--{RENAMED_FIELDS[old]}", "null" if new is None else str(new)]
+    return first + out
 
 
 def parse_config(cls: type[C], argv: list[str], config_path: str | Path | None = None) -> C:
     """Build ``cls`` from an optional YAML file and flags; bad values raise ``DistillError``.
 
-    Renamed ``DistillConfig`` fields (``RENAMED_FIELDS``) are read under their old names too,
-    in flags and in YAML files (a run directory's saved config included).
+    Older spellings of ``DistillConfig`` (``RENAMED_FIELDS``, ``--recipe``) are read too, in
+    flags and in YAML files (a run directory's saved config included).
     """
-    argv = _expand_bool_flags(cls, argv)
-    if config_path is not None and option_value(argv, "config_path") is None:
-        argv = ["--config_path", str(config_path), *argv]
-    path = option_value(argv, "config_path")
+    argv = list(argv)
+    path = config_cli.option_value(argv, "config_path") or config_path
     if path is not None and not Path(path).is_file():
         raise DistillError(f"config file '{path}' does not exist")
-    data = None
-    if cls is DistillConfig:
-        argv = _rename_flags(argv)
+    try:
+        if cls is not DistillConfig:
+            return config_cli.parse(cls, argv, prog=f"snapflow_ros {cls.__name__}",
+                                    config_path=config_path)
+        argv = _upgrade_flags(argv)
+        data = None
         if path is not None:
             try:
-                data = _renamed_keys(yaml.safe_load(Path(path).read_text()))
+                data = _upgrade_mapping(yaml.safe_load(Path(path).read_text()))
             except yaml.YAMLError:
                 data = None  # draccus reports it
-    try:
         if data is None:
-            return draccus.parse(cls, args=argv)
+            return config_cli.parse(cls, argv, prog="snapflow_ros distill",
+                                    config_path=config_path)
         with tempfile.TemporaryDirectory(prefix="snapflow_config_") as tmp:
-            renamed = Path(tmp) / Path(path).name
-            renamed.write_text(yaml.safe_dump(data, sort_keys=False))
-            return draccus.parse(cls, config_path=renamed,
-                                 args=_without_option(argv, "config_path"))
-    except draccus.utils.ParsingError as err:
-        cause = err.__cause__ or err
-        raise DistillError(f"invalid configuration: {cause}") from err
+            upgraded = Path(tmp) / Path(path).name
+            upgraded.write_text(yaml.safe_dump(data, sort_keys=False))
+            return config_cli.parse(cls, config_cli.without_option(argv, "config_path"),
+                                    prog="snapflow_ros distill", config_path=upgraded)
+    except config_cli.ConfigError as err:
+        raise DistillError(str(err)) from err
 
 
 def dump_config(config: DistillConfig | EvalConfig) -> str:
@@ -341,12 +321,3 @@ def resume_conflicts(saved: DistillConfig, now: DistillConfig) -> list[str]:
         for f in dataclasses.fields(DistillConfig)
         if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(now, f.name)
     ]
-
-
-def wants_help(argv: list[str]) -> bool:
-    return any(a in ("-h", "--help") for a in argv)
-
-
-def print_help(cls: type, prog: str) -> None:
-    print(format_help(cls, prog))  # noqa: T201
-    sys.stdout.flush()

@@ -51,7 +51,6 @@ def absolute_paths(config: DistillConfig) -> DistillConfig:
         dataset_root=(str(Path(config.dataset_root).expanduser().resolve())
                       if config.dataset_root else None),
         output_dir=str(Path(str(config.output_dir)).expanduser().resolve()),
-        recipe=local(config.recipe),
     )
 
 

@@ -207,8 +207,7 @@ def _load_inputs(config: DistillConfig, procs: _Processes, resume_from: Path | N
 
 def _make_optimisation(config: DistillConfig, policy: Any) -> _Optimisation:
     """Sampling default, trainable parameters, AdamW, warm-up + cosine LR, optional EMA."""
-    recipe = config.load_recipe()
-    policy.set_sampling(recipe.num_steps, recipe.sampler)
+    policy.set_sampling(config.sampling.num_steps, config.sampling.sampler)
     params = policy.freeze_for_snapflow()
     opt = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas),
                             eps=config.adam_eps, weight_decay=config.weight_decay)
@@ -242,7 +241,7 @@ def _seed_or_restore(config: DistillConfig, procs: _Processes, state: _Optimisat
 def _provenance(config: DistillConfig, procs: _Processes, inputs: _Inputs) -> dict[str, Any]:
     """What the student's sidecar records about how it was made."""
     return {"distill": {
-        "recipe": config.loss_config().to_dict(), "teacher": config.teacher,
+        "recipe": config.loss.to_dict(), "teacher": config.teacher,
         "dataset": config.dataset_root or config.dataset_repo_id,
         "train_episodes": inputs.train_episodes, "held_out_episodes": inputs.held_out,
         "lr": config.lr, "batch_size": config.batch_size,
@@ -281,7 +280,7 @@ def _train(config: DistillConfig, procs: _Processes, inputs: _Inputs, state: _Op
     """Optimizer steps until ``steps``, ``stop_after`` or a signal; checkpoints on the way.
     Returns the step of the last checkpoint (-1: none in this run)."""
     policy = inputs.loaded.policy
-    model: nn.Module = LossModule(policy, config.loss_config())
+    model: nn.Module = LossModule(policy, config.loss)
     if procs.world > 1:
         model = procs.accel.prepare_model(model)
     loader = data.make_loader(inputs.train_data, inputs.sampler, inputs.workers)

@@ -15,7 +15,7 @@ from snapflow_ros.distill.config import (
     DistillConfig,
     DistillError,
     EvalConfig,
-    format_help,
+    SamplingConfig,
     parse_config,
 )
 from snapflow_ros.distill.data import EpochBatchSampler, evenly_spaced, split_episodes
@@ -27,26 +27,48 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_config_yaml_lists_every_field_with_its_default():
     path = ROOT / "config" / "distill.yaml"
-    assert set(yaml.safe_load(path.read_text())) == {f.name for f in
-                                                     dataclasses.fields(DistillConfig)}
+    data = yaml.safe_load(path.read_text())
+    assert set(data) == {f.name for f in dataclasses.fields(DistillConfig)}
+    assert set(data["loss"]) == {f.name for f in dataclasses.fields(SnapFlowLossConfig)}
     assert parse_config(DistillConfig, [], config_path=path) == DistillConfig()
+    # the recipe file is the loss: and sampling: sections, with the code's defaults
+    recipe = ROOT / "config" / "snapflow.yaml"
+    assert set(yaml.safe_load(recipe.read_text())) == {"loss", "sampling"}
+    assert parse_config(DistillConfig, [], config_path=recipe) == DistillConfig()
 
 
-def test_loss_defaults_are_the_recipe_and_flags_override_them(tmp_path):
-    assert DistillConfig().loss_config() == SnapFlowLossConfig()  # = config/snapflow.yaml
-    cfg = parse_config(DistillConfig, ["--consistency_weight", "1", "--target_steps", "10",
+def test_loss_is_a_section_and_old_flat_flags_and_recipe_files_still_load(tmp_path):
+    cfg = parse_config(DistillConfig, ["--loss.consistency_weight", "1",
+                                       "--loss.target_steps", "10", "--sampling.num_steps", "2"])
+    assert cfg.loss == SnapFlowLossConfig(consistency_weight=1.0, target_steps=10)
+    assert cfg.sampling == SamplingConfig(num_steps=2)
+    # the old flat flags (velocity_clamp 0 meant off: now null)
+    old = parse_config(DistillConfig, ["--consistency_weight", "1", "--target_steps", "10",
                                        "--velocity_clamp", "0"])
-    assert cfg.loss_config() == SnapFlowLossConfig(consistency_weight=1.0, target_steps=10)
+    assert old.loss == SnapFlowLossConfig(consistency_weight=1.0, target_steps=10)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("loss:\n  alpha: 0.25\n  velocity_clamp: 20\n")
-    cfg = parse_config(DistillConfig, ["--recipe", str(recipe)])
-    assert cfg.loss_config() == SnapFlowLossConfig(alpha=0.25, velocity_clamp=20.0)
+    recipe.write_text("loss:\n  alpha: 0.25\n  velocity_clamp: 20\nphi:\n  input: s\n")
+    cfg = parse_config(DistillConfig, ["--recipe", str(recipe), "--loss.alpha", "0.3"])
+    assert cfg.loss == SnapFlowLossConfig(alpha=0.3, velocity_clamp=20.0)  # the flag wins
+    # an old run directory's distill_config.yaml (flat keys, a recipe path)
+    saved = tmp_path / "distill_config.yaml"
+    saved.write_text(f"steps: 5\nrecipe: {recipe}\nalpha: null\nconsistency_weight: 0.5\n"
+                     "target_steps: null\nvelocity_clamp: null\n")
+    cfg = parse_config(DistillConfig, [], config_path=saved)
+    assert cfg.steps == 5
+    assert cfg.loss == SnapFlowLossConfig(alpha=0.25, consistency_weight=0.5,
+                                          velocity_clamp=20.0)
+    with pytest.raises(DistillError, match="velocity_clamp must be > 0"):
+        parse_config(DistillConfig, ["--loss.velocity_clamp", "0"])  # one meaning: null = off
+    with pytest.raises(DistillError, match="sampler must be one of"):
+        parse_config(DistillConfig, ["--sampling.sampler", "heun"])
 
 
 def test_paper_defaults():
     cfg = DistillConfig()
     assert (cfg.lr, cfg.warmup_steps, cfg.steps, cfg.batch_size) == (2.5e-5, 500, 30_000, 4)
-    assert (cfg.loss_config().alpha, cfg.loss_config().consistency_weight) == (0.5, 0.1)
+    assert (cfg.loss.alpha, cfg.loss.consistency_weight, cfg.loss.target_steps) == (0.5, 0.1, 2)
+    assert (cfg.sampling.num_steps, cfg.sampling.sampler) == (1, "snap")
 
 
 def test_flags_override_the_file_and_bare_bools_mean_true(tmp_path):
@@ -62,7 +84,11 @@ def test_bad_values_and_files_raise_distill_errors(tmp_path):
     with pytest.raises(DistillError, match="does not exist"):
         parse_config(DistillConfig, ["--config_path", str(tmp_path / "nope.yaml")])
     with pytest.raises(ValueError, match="target_steps must be >= 1"):
-        DistillConfig(target_steps=0)
+        SnapFlowLossConfig(target_steps=0)
+    with pytest.raises(DistillError, match="target_steps must be >= 1"):
+        parse_config(DistillConfig, ["--loss.target_steps", "0"])
+    with pytest.raises(DistillError, match="`steps`: Couldn't parse 'many' into an int"):
+        parse_config(DistillConfig, ["--steps", "many"])
 
 
 @pytest.mark.parametrize("cls", [DistillConfig, EvalConfig])
@@ -95,11 +121,23 @@ def test_the_old_torch_threads_name_still_loads(tmp_path, old, expected):
     assert parse_config(DistillConfig, [], config_path=both).cpu_threads == 2  # new name wins
 
 
-@pytest.mark.parametrize("cls", [DistillConfig, EvalConfig])
-def test_help_shows_every_field_with_its_help_text(cls):
-    text = format_help(cls, "prog")
-    for f in dataclasses.fields(cls):
-        assert f"--{f.name}" in text and f.metadata["help"] in text
+@pytest.mark.parametrize(("tool", "cls"), [("distill", DistillConfig), ("eval", EvalConfig)])
+def test_help_shows_every_option_with_its_default_and_meaning(tool, cls):
+    import subprocess
+    import sys
+
+    from snapflow_ros.config_cli import field_kinds
+
+    out = subprocess.run([sys.executable, "-m", "snapflow_ros", tool, "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps lines
+    for name in field_kinds(cls):
+        assert f"--{name}" in text, name
+    # the meaning comes from the field's comment, the default from the field
+    assert "optimizer steps (default: 30000)" in text or cls is EvalConfig
+    assert "probability that a sample goes to the FM branch" in text or cls is EvalConfig
+    assert "Euler steps of the reference teacher (default: 10)" in text or cls is DistillConfig
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():

@@ -13,7 +13,8 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from std_srvs.srv import Trigger
 
-from snapflow_ros.apps.sim_demos import header_stamp_ns, main, record_demos
+from snapflow_ros.apps.sim_demos import main, record_demos
+from snapflow_ros.conversions.cdr import header_stamp_ns
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 from snapflow_ros.topic_map import load_topic_map
 
@@ -40,7 +41,9 @@ def demos(tmp_path_factory):
 def test_bags_hold_the_topic_maps_topics_stamped_in_sim_time(demos):
     out, summaries = demos
     tm = load_topic_map()
-    assert [s["bag"] for s in summaries] == ["episode_0000", "episode_0001"]
+    assert [s["bag"] for s in summaries] == ["episode_000000", "episode_000001"]
+    assert sorted(p.name for p in out.iterdir()) == ["episode_000000", "episode_000001",
+                                                     "episodes.jsonl"]  # no .partial left
     lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     assert lines == summaries
     for summary in summaries:
@@ -88,7 +91,7 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert (tmp_path / "x").read_text() == "keep"
 
 
-def test_header_stamp_is_read_from_raw_cdr():
+def test_header_stamp_is_read_from_raw_cdr():  # what the recorder stamps bags with
     msg = TS.types["sensor_msgs/msg/JointState"](
         header=TS.types["std_msgs/msg/Header"](
             stamp=TS.types["builtin_interfaces/msg/Time"](sec=3, nanosec=5), frame_id="x"),
