@@ -20,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
+from script_args import add_cpu_threads_argument
+
 from snapflow_ros.apps.closed_loop import run_episodes, summarize
 from snapflow_ros.apps.demo import METHODS, TASK
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
+from snapflow_ros.cpu_threads import apply_cpu_threads
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

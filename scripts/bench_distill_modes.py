@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
 import torch
+from script_args import add_cpu_threads_argument
 from torch import Tensor, nn
 
 from snapflow_ros.core import (
@@ -45,7 +46,7 @@ from snapflow_ros.core import (
     snap_sample,
     snapflow_loss,
 )
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill.metrics import mode_metrics
 from snapflow_ros.distill.state import lr_factor
 

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree
 
 import numpy as np
 import torch
+from script_args import add_cpu_threads_argument
 
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill.cli import main_distill
 from snapflow_ros.distill.metrics import mode_metrics
 from snapflow_ros.policies import load_policy

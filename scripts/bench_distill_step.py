@@ -33,9 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree first
 
 import torch
+from script_args import add_cpu_threads_argument
 
 from snapflow_ros.core import SnapFlowLossConfig
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads
+from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.policies import SnapFlowSmolVLA
 from snapflow_ros.policies.tiny import make_smolvla, random_batch
 

@@ -6,16 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from snapflow_ros.cpu_threads import (
-    add_cpu_threads_argument,
-    apply_cpu_threads,
-    cpu_threads_arg,
-    resolve_cpu_threads,
-    thread_env,
-)
+from snapflow_ros.cpu_threads import apply_cpu_threads, resolve_cpu_threads, thread_env
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from script_args import add_cpu_threads_argument, cpu_threads_arg  # noqa: E402
 
 CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 needs_affinity = pytest.mark.skipif(not CPUS, reason="no sched_setaffinity on this platform")
@@ -110,7 +108,7 @@ def test_thread_env_pins_openblas_to_one():
                              "OPENBLAS_NUM_THREADS": "1"}
 
 
-def test_the_cli_option_defaults_to_auto_and_refuses_bad_counts(capsys):
+def test_the_scripts_cli_option_defaults_to_auto_and_refuses_bad_counts(capsys):
     p = argparse.ArgumentParser()
     add_cpu_threads_argument(p, alias="--threads")
     assert p.parse_args([]).cpu_threads == 0

@@ -2,7 +2,6 @@
 
 import ast
 import configparser
-import dataclasses
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -10,7 +9,6 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-import yaml
 
 from snapflow_ros._tools import DESCRIPTIONS, TOOLS, path_name
 

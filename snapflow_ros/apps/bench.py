@@ -16,20 +16,21 @@ same machine state. Absolute CPU times depend on the machine; the ratios are wha
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from snapflow_ros.apps.node_bench import camera_size_arg
-from snapflow_ros.cpu_threads import add_cpu_threads_argument, apply_cpu_threads, available_cores
+from snapflow_ros import config_cli
+from snapflow_ros.apps.node_bench import normalise_size
+from snapflow_ros.cpu_threads import apply_cpu_threads, available_cores
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
-from snapflow_ros.policies.factory import BUILTIN_POLICIES, make_any
+from snapflow_ros.policies.factory import make_any
 from snapflow_ros.policies.tiny import random_observation
 from snapflow_ros.timing import StageTimer, percentiles
 
@@ -38,58 +39,58 @@ log = logging.getLogger("snapflow_ros.apps.bench")
 BENCH_RESERVED = 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="snapflow_ros bench", description=__doc__.split("\n")[0])
-    p.add_argument("--policy", default="smolvla-tiny",
-                   help=f"built-in ({', '.join(BUILTIN_POLICIES)}), checkpoint dir or hub id")
-    p.add_argument("--num-steps", type=int, nargs="+", default=[10, 1],
-                   help="step counts to compare (default: 10 1)")
-    p.add_argument("--sampler", choices=["snap", "euler"], default=None,
-                   help="default: the checkpoint's (snap for SnapFlow, euler for teachers)")
-    p.add_argument("--reps", type=int, default=None,
-                   help="timed chunks per step count (default: 20; 3 for smolvla-full)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed chunks per step count first")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA), float32, bfloat16")
-    add_cpu_threads_argument(p, reserved=BENCH_RESERVED, alias="--threads")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    node = p.add_argument_group(
-        "--node", "benchmark the ROS policy_node as deployed instead (always prints JSON on "
-                  "stdout, a table on stderr; see snapflow_ros/apps/node_bench.py)")
-    node.add_argument("--node", action="store_true",
-                      help="camera stamp → chunk latency, control tick period, model time in "
-                           "the node vs standalone, CPU of node + inference process")
-    node.add_argument("--seconds", type=float, default=30.0,
-                      help="measured window after the warm-up (default 30; under 30 needs "
-                           "--quick)")
-    node.add_argument("--warmup-seconds", type=float, default=5.0,
-                      help="inputs flow this long before the window starts (default 5)")
-    node.add_argument("--idle-seconds", type=float, default=5.0,
-                      help="CPU with no inputs after the window (default 5; 0 = skip)")
-    node.add_argument("--rate", type=float, default=50.0, help="command rate in Hz (default 50)")
-    node.add_argument("--camera-size", type=camera_size_arg, default="224x224",
-                      metavar="WxH", help="published camera frames, e.g. 224x224 (default) or "
-                                          "640x480; the node resizes to the policy's 224x224")
-    node.add_argument("--load", type=int, default=0, metavar="N",
-                      help="N busy processes for the whole run (default 0)")
-    node.add_argument("--sizes", type=camera_size_arg, nargs="+", metavar="WxH",
-                      help="several camera sizes (overrides --camera-size)")
-    node.add_argument("--loads", type=int, nargs="+", metavar="N",
-                      help="several loads (overrides --load)")
-    node.add_argument("--matrix", action="store_true",
-                      help="--sizes 224x224 640x480 --loads 0 1 (with load-vs-quiet flags)")
-    node.add_argument("--inference-cpus", type=int, nargs="+", default=[], metavar="ID",
-                      help="pin the node's inference process (and the standalone timing) to "
-                           "these CPU ids (the node's inference_cpus; default: not pinned)")
-    node.add_argument("--n-action-steps", type=int, default=10,
-                      help="chunk steps executed per chunk (default 10)")
-    node.add_argument("--standalone-reps", type=int, default=50,
-                      help="timed chunks of the standalone model timing (default 50)")
-    node.add_argument("--quick", action="store_true",
-                      help="allow --seconds under 30 (smoke tests; numbers not meaningful)")
-    return p
+@dataclass
+class BenchConfig:
+    """Per-stage latency of one action chunk, N steps vs 1; with --node, the ROS policy_node as
+    deployed (always JSON on stdout and a table on stderr; apps/node_bench.py)."""
+
+    # built-in (smolvla-tiny, smolvla-full), checkpoint dir or hub id
+    policy: str = "smolvla-tiny"
+    num_steps: list[int] = field(default_factory=lambda: [10, 1])  # step counts to compare
+    # snap or euler (null: the checkpoint's: snap for SnapFlow, euler for teachers)
+    sampler: str | None = None
+    reps: int | None = None  # timed chunks per step count (null: 20; 3 for smolvla-full)
+    warmup: int = 2  # untimed chunks per step count first
+    batch_size: int = 1  # observations per chunk
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 on CUDA), float32, bfloat16
+    # torch/OpenMP CPU threads: 0 = auto (cores in the affinity mask minus 1, at least 1)
+    cpu_threads: int = 0
+    seed: int = 0  # seed of the random observation and noise
+    json: bool = False  # print one JSON object on stdout
+    # -- --node: camera stamp -> chunk latency, control tick period, model time in the node vs
+    # standalone, CPU of node + inference process
+    node: bool = False
+    seconds: float = 30.0  # measured window after the warm-up (under 30 needs --quick)
+    warmup_seconds: float = 5.0  # inputs flow this long before the window starts
+    idle_seconds: float = 5.0  # CPU with no inputs after the window (0 = skip)
+    rate: float = 50.0  # command rate in Hz
+    # published camera frames WIDTHxHEIGHT, e.g. 224x224 or 640x480 (the node resizes to the
+    # policy's 224x224)
+    camera_size: str = "224x224"
+    load: int = 0  # N busy processes for the whole run
+    sizes: list[str] | None = None  # several camera sizes (overrides --camera-size)
+    loads: list[int] | None = None  # several loads (overrides --load)
+    matrix: bool = False  # --sizes 224x224 640x480 --loads 0 1 (with load-vs-quiet flags)
+    # pin the node's inference process (and the standalone timing) to these CPU ids (the
+    # node's inference_cpus; empty: not pinned)
+    inference_cpus: list[int] = field(default_factory=list)
+    n_action_steps: int = 10  # chunk steps executed per chunk
+    standalone_reps: int = 50  # timed chunks of the standalone model timing
+    quick: bool = False  # allow --seconds under 30 (smoke tests; numbers not meaningful)
+
+    def __post_init__(self) -> None:
+        if not self.num_steps or any(n < 1 for n in self.num_steps):
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.sampler not in (None, "snap", "euler"):
+            raise ValueError(f"sampler must be snap, euler or null, got {self.sampler!r}")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0 (0 = auto), got {self.cpu_threads}")
+        if self.warmup < 0 or self.batch_size < 1 or (self.reps is not None and self.reps < 1):
+            raise ValueError("warmup must be >= 0, batch_size and reps >= 1")
+        self.camera_size = normalise_size(self.camera_size)
+        if self.sizes is not None:
+            self.sizes = [normalise_size(size) for size in self.sizes]
 
 
 def _one_chunk(loaded: Any, obs: dict[str, Any], num_steps: int, sampler: str | None,
@@ -105,10 +106,8 @@ def _one_chunk(loaded: Any, obs: dict[str, Any], num_steps: int, sampler: str | 
             actions = loaded.postprocessor(actions)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: BenchConfig) -> dict[str, Any]:
     """Measure and return the report (see module docstring)."""
-    if any(n < 1 for n in args.num_steps):
-        raise SystemExit(f"--num-steps must be >= 1, got {args.num_steps}")
     threads = apply_cpu_threads(args.cpu_threads, reserved=BENCH_RESERVED)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -208,14 +207,21 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = config_cli.from_command_line(BenchConfig, argv, prog="snapflow_ros bench",
+                                        short={"--threads": "--cpu_threads"})
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr,
                         force=True)
     if args.node:
         from snapflow_ros.apps.node_bench import main_node_bench
 
         return main_node_bench(args)
-    report = run(args)
+    from snapflow_ros.policies import CheckpointError
+
+    try:
+        report = run(args)
+    except (CheckpointError, ValueError) as err:  # a bad --policy or --device: say which
+        print(f"snapflow_ros bench: error: {err}", file=sys.stderr)  # noqa: T201
+        return 2
     print(json.dumps(report, indent=2) if args.json else _table(report))  # noqa: T201
     return 0
 

@@ -45,7 +45,6 @@ figure within 1.5× of the quiet run (``load_comparison``, when the loads includ
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import contextlib
 import json
@@ -89,18 +88,17 @@ TARGET_LOADED_OVER_QUIET = 1.5
 # -- configuration ----------------------------------------------------------------------------
 
 
-def camera_size_arg(text: str) -> str:
-    """``argparse`` type of ``--camera-size``: ``WIDTHxHEIGHT`` (e.g. 224x224, 640x480)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+def normalise_size(text: str) -> str:
+    """A camera size ``WIDTHxHEIGHT`` (e.g. 224x224, 640x480) as ``"640x480"``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if not match or min(int(match[1]), int(match[2])) < 1:
-        raise argparse.ArgumentTypeError(f"camera size must be WIDTHxHEIGHT (e.g. 640x480), "
-                                         f"got {text!r}")
+        raise ValueError(f"camera size must be WIDTHxHEIGHT (e.g. 640x480), got {text!r}")
     return f"{int(match[1])}x{int(match[2])}"
 
 
 def parse_size(size: str) -> tuple[int, int]:
     """``"640x480"`` → (height, width) = (480, 640)."""
-    width, height = camera_size_arg(size).split("x")
+    width, height = normalise_size(size).split("x")
     return int(height), int(width)
 
 

@@ -47,28 +47,52 @@ def test_bench_a_snapflow_checkpoint_defaults_to_its_sampler(tmp_path, tiny_teac
     assert report["threads"] == 3 and report["cpu_threads_requested"] == 3  # explicit: as given
 
 
-def test_bench_cpu_threads_option(capsys):
-    from snapflow_ros.apps.bench import _parser
+def test_bench_config_spellings_and_cpu_threads(capsys):
+    from snapflow_ros.apps.bench import BenchConfig
+    from snapflow_ros.config_cli import parse
 
-    assert _parser().parse_args([]).cpu_threads == 0
-    assert _parser().parse_args(["--threads", "2"]).cpu_threads == 2  # the old name, hidden
-    with pytest.raises(SystemExit):
-        _parser().parse_args(["--cpu-threads", "-1"])
-    assert "cpu_threads must be >= 0" in capsys.readouterr().err
+    def cfg(*argv):
+        return parse(BenchConfig, list(argv), prog="bench", short={"--threads": "--cpu_threads"})
+
+    assert cfg().cpu_threads == 0 and cfg().num_steps == [10, 1]
+    assert cfg("--threads", "2").cpu_threads == 2  # the old name
+    assert cfg("--cpu-threads", "3", "--num-steps", "5", "2", "1").num_steps == [5, 2, 1]
+    node = cfg("--node", "--camera-size", "640X480", "--sizes", "224x224", "64x48",
+               "--inference-cpus", "1", "--json")
+    assert node.node and node.json and node.camera_size == "640x480"
+    assert node.sizes == ["224x224", "64x48"] and node.inference_cpus == [1]
+    from snapflow_ros.config_cli import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cpu_threads must be >= 0"):
+        cfg("--cpu-threads", "-1")
 
 
-def test_bench_rejects_an_unknown_policy_with_a_hint():
-    out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", "--policy",
-                          "smolvla-tiy"], capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
-    assert "smolvla-tiy" in out.stderr
+def _bench_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", *argv],
+                          capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("bad", [["--num-steps", "0"], ["--device", "cuda:0"]])
-def test_bench_rejects_bad_arguments(bad):
-    out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", *bad],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0
+@pytest.mark.parametrize(("bad", "message"), [
+    (["--policy", "smolvla-tiy"], "did you mean the built-in 'smolvla-tiny'"),
+    (["--num-steps", "0"], "num_steps must be >= 1"),
+    (["--camera-size", "12"], "camera size must be WIDTHxHEIGHT"),
+    (["--sampler", "heun"], "sampler must be snap, euler"),
+    (["--reps", "many"], "Couldn't parse 'many' into an int"),
+])
+def test_bench_rejects_bad_arguments_in_one_line(bad, message):
+    out = _bench_cli(*bad)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_refuses_a_gpu_that_is_not_there():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here: cuda:0 is a valid device")
+    out = _bench_cli("--device", "cuda:0")
+    assert out.returncode == 2 and "no CUDA GPU is visible" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 # -- bench --node: the ROS node as deployed (miniature: --quick, 3 s window) --------------------
@@ -147,19 +171,22 @@ def test_bench_node_refuses_a_short_window_without_quick():
 
 
 def test_bench_node_runs_and_camera_sizes():
-    from snapflow_ros.apps.bench import _parser
+    from snapflow_ros.apps.bench import BenchConfig
     from snapflow_ros.apps.node_bench import configs_from_args, parse_size
+    from snapflow_ros.config_cli import ConfigError, parse
 
-    matrix = configs_from_args(_parser().parse_args(["--node", "--matrix"]))
+    def cfg(*argv):
+        return parse(BenchConfig, list(argv), prog="bench")
+
+    matrix = configs_from_args(cfg("--node", "--matrix"))
     assert [(c.camera_size, c.load) for c in matrix] == [
         ("224x224", 0), ("224x224", 1), ("640x480", 0), ("640x480", 1)]
     assert all(c.seconds == 30.0 and c.warmup_s == 5.0 and c.device == "cpu" for c in matrix)
-    one = configs_from_args(_parser().parse_args(["--node", "--camera-size", "640X480",
-                                                  "--load", "2"]))
+    one = configs_from_args(cfg("--node", "--camera-size", "640X480", "--load", "2"))
     assert [(c.camera_size, c.load) for c in one] == [("640x480", 2)]
     assert parse_size("640x480") == (480, 640)  # (height, width)
-    with pytest.raises(SystemExit):
-        _parser().parse_args(["--node", "--camera-size", "640"])
+    with pytest.raises(ConfigError, match="camera size must be WIDTHxHEIGHT"):
+        cfg("--node", "--camera-size", "640")
 
 
 def test_fastdds_large_image_profile_is_packaged():
