@@ -49,6 +49,8 @@ def _strip_optional(tp: Any) -> Any:
 
 def _kind(tp: Any) -> str:
     tp = _strip_optional(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # str | X: text on the line
+        return "text" if {str, Path} & set(typing.get_args(tp)) else "value"
     origin = typing.get_origin(tp) or tp
     if tp is bool:
         return "bool"
@@ -56,7 +58,7 @@ def _kind(tp: Any) -> str:
         return "list"
     if origin in (dict, Mapping, typing.Mapping):
         return "dict"
-    if tp in (str, Path):
+    if tp in (str, Path, Any):
         return "text"
     return "value"
 

@@ -1,6 +1,7 @@
 """``bag_to_lerobot``: rosbag2 directories (sqlite3 or mcap) → a LeRobot v3.0 dataset.
 
     python -m snapflow_ros bag_to_lerobot BAG [BAG ...] --output ROOT [--topic-map map.yaml]
+    python -m snapflow_ros bag_to_lerobot --config_path convert.yaml     (any option in YAML)
 
 Features come from the topic map (cameras → ``observation.images.<name>``, JointState by joint
 name → ``observation.state``, the action topic → ``action``). Frames are driven by a reference
@@ -17,7 +18,7 @@ the same way (its sync report then covers the old bags and the new).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snapflow_ros import config_cli
 from snapflow_ros.data.bag_reader import BagError, find_bags
 from snapflow_ros.data.build_dir import BuildDir
 from snapflow_ros.data.convert_bag import convert_bag
@@ -54,27 +56,57 @@ SVTAV1_MIN_WIDTH = 32  # narrower frames make SVT-AV1 3.0 divide by zero (SIGFPE
 
 @dataclass
 class ConvertConfig:
-    """One conversion (the CLI flags; see ``--help``)."""
+    """rosbag2 (sqlite3/mcap) → LeRobot v3.0 dataset, stamp-synced; a sync report
+    (sync_report.json / .txt) is written at the dataset root."""
 
-    bags: list[Path]
-    output: Path
-    topic_map: TopicMap
-    repo_id: str = ""
-    namespace: str = "/"
-    reference: str = ""
+    # rosbag2 directories, or folders of them (one recorder output root); positional words
+    bags: list[Path] = field(default_factory=list)
+    output: Path | None = None  # dataset root to create (-o)
+    # topic map YAML (empty: the packaged one); the Python API also takes a loaded TopicMap
+    topic_map: Any = ""
+    repo_id: str = ""  # LeRobot repo_id (empty: local/<output name>)
+    namespace: str = "/"  # namespace of the map's relative topics
+    reference: str = ""  # camera that drives frames (empty: the map's first)
+    # freshness window in s for every feature (0: measured per topic, 1.5 x its median
+    # interval, at least 2/fps)
     max_age: float = 0.0
+    # per-feature windows NAME=S (a camera name, state or action); repeat the option
     max_age_for: dict[str, float] = field(default_factory=dict)
+    # std_msgs/String (start/stop) or Bool (true/false) markers that split bags into episodes
+    # (empty: one episode per bag)
     episode_topic: str = ""
-    task: str = ""
-    video: bool = True
-    vcodec: str = "libsvtav1"
+    task: str = ""  # task text (overrides the map's fixed text)
+    video: bool = True  # store cameras as video (mp4); --no-video stores PNG images
+    vcodec: str = "libsvtav1"  # video codec: libsvtav1 (lerobot's), h264, hevc
+    # direct: encode frames while reading, no PNGs, statistics on lerobot's sample of frames;
+    # lerobot: lerobot's PNGs + encoding
     video_encoder: str = "direct"
+    # drop gap-free pieces shorter than this (2 with h264/hevc video, whose 1-frame episodes
+    # lerobot cannot append)
     min_episode_frames: int = 1
-    overwrite: bool = False
+    overwrite: bool = False  # replace an existing dataset at --output (once the new one is done)
+    # add these bags' episodes to the dataset at --output (same topic map and --video; the old
+    # dataset stays as it was if anything fails)
     append: bool = False
-    jobs: int = 1
-    image_writer_threads: int = 2
-    progress: bool = True
+    jobs: int = 1  # convert bags in N processes and merge the parts (-j)
+    image_writer_threads: int = 2  # threads writing PNG frames (--no-video, video_encoder lerobot)
+    progress: bool = True  # progress bars (--no-progress: none)
+
+    def __post_init__(self) -> None:
+        self.bags = [Path(b) for b in self.bags]
+        if self.vcodec not in VIDEO_CODECS:
+            raise ValueError(f"vcodec must be one of {VIDEO_CODECS}, got {self.vcodec!r}")
+        if self.video_encoder not in VIDEO_ENCODERS:
+            raise ValueError(f"video_encoder must be one of {VIDEO_ENCODERS}, got "
+                             f"{self.video_encoder!r}")
+        if self.jobs < 1 or self.image_writer_threads < 0:
+            raise ValueError("jobs must be >= 1 and image_writer_threads >= 0")
+
+    def with_topic_map(self) -> ConvertConfig:
+        """This config with ``topic_map`` loaded (a path, or empty for the packaged map)."""
+        if isinstance(self.topic_map, TopicMap):
+            return self
+        return dataclasses.replace(self, topic_map=load_topic_map(str(self.topic_map) or None))
 
 
 def sync_options(cfg: ConvertConfig) -> SyncOptions:
@@ -112,6 +144,9 @@ def sync_options(cfg: ConvertConfig) -> SyncOptions:
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Convert ``cfg.bags`` into a dataset at ``cfg.output``; returns the sync report."""
+    cfg = cfg.with_topic_map()
+    if not cfg.bags or cfg.output is None:
+        raise ValueError("give the bags to convert and --output (the dataset root)")
     opts = sync_options(cfg)
     bags = find_bags(cfg.bags)
     fps = int(opts.fps)
@@ -202,59 +237,6 @@ def os_error_line(err: OSError) -> str:
     return f"{err.strerror or err}{where}; {hint}"
 
 
-def _key_value(text: str) -> tuple[str, float]:
-    name, _sep, value = text.partition("=")
-    try:
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bag_to_lerobot", description=__doc__.split("\n\n")[0].replace("``", ""),
-        epilog="A sync report (sync_report.json / .txt) is written at the dataset root.")
-    p.add_argument("bags", nargs="+", type=Path,
-                   help="rosbag2 directories, or folders of them (one recorder output root)")
-    p.add_argument("--output", "-o", type=Path, required=True, help="dataset root to create")
-    p.add_argument("--topic-map", default="", help="topic map YAML (default: the packaged one)")
-    p.add_argument("--repo-id", default="", help="LeRobot repo_id (default: local/<output name>)")
-    p.add_argument("--namespace", default="/",
-                   help="namespace of the map's relative topics (default: /)")
-    p.add_argument("--reference", default="", help="camera that drives frames (default: first)")
-    p.add_argument("--max-age", type=float, default=0.0,
-                   help="freshness window in s for every feature (default: measured per topic, "
-                        "1.5 x its median interval, at least 2/fps)")
-    p.add_argument("--max-age-for", type=_key_value, action="append", default=[],
-                   metavar="NAME=S", help="per-feature window: a camera name, state or action")
-    p.add_argument("--episode-topic", default="",
-                   help="std_msgs/String (start/stop) or Bool (true/false) markers that split "
-                        "bags into episodes (default: one episode per bag)")
-    p.add_argument("--task", default="", help="task text (overrides the map's fixed text)")
-    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
-                   help="store cameras as video (mp4); --no-video stores PNG images")
-    p.add_argument("--vcodec", choices=VIDEO_CODECS, default="libsvtav1",
-                   help="video codec (default: libsvtav1, lerobot's)")
-    p.add_argument("--video-encoder", choices=VIDEO_ENCODERS, default="direct",
-                   help="direct (default): encode frames while reading, no PNGs, statistics on "
-                        "lerobot's sample of frames; lerobot: lerobot's PNGs + encoding")
-    p.add_argument("--streaming-encoding", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--jobs", "-j", type=int, default=1,
-                   help="convert bags in N processes and merge the parts (default: 1)")
-    p.add_argument("--min-episode-frames", type=int, default=1,
-                   help="drop gap-free pieces shorter than this (default: 1; 2 with h264/hevc "
-                        "video, whose 1-frame episodes lerobot cannot append)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing dataset at --output (only once the new one is done)")
-    p.add_argument("--append", action="store_true",
-                   help="add these bags' episodes to the dataset at --output (same topic map "
-                        "and --video; the old dataset stays as it was if anything fails)")
-    p.add_argument("--image-writer-threads", type=int, default=2,
-                   help="threads writing PNG frames (--no-video, --video-encoder lerobot)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
 class Interrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM/SIGHUP, raised in the main thread so every cleanup runs (a subclass:
     CPython 3.11 turns a plain KeyboardInterrupt that crossed a nested eval into an exit by
@@ -265,25 +247,30 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+USAGE = ("usage: bag_to_lerobot BAG [BAG ...] -o ROOT [--topic-map map.yaml] [-j N] "
+         "[--max-age-for NAME=S ...] [--no-video] [--OPTION VALUE ...]")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    streaming = "--streaming-encoding" in argv  # an old flag: its behaviour is the default
+    argv = [a for a in argv if a != "--streaming-encoding"]
+    args = config_cli.from_command_line(
+        ConvertConfig, argv, prog="bag_to_lerobot", usage=USAGE, positional="bags",
+        short={"-o": "--output", "-j": "--jobs"})
     logging.basicConfig(level=logging.INFO, force=True, format="%(levelname)s %(message)s")
     for noisy in ("datasets", "huggingface_hub", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.streaming_encoding:
+    if streaming:
         log.info("--streaming-encoding is the default now (--video-encoder direct); ignored")
+    if not args.bags or args.output is None:
+        print(f"bag_to_lerobot: error: give the bags to convert and --output ROOT\n{USAGE}",  # noqa: T201
+              file=sys.stderr)
+        return 2
     previous = {s: signal.signal(s, _interrupt)
                 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        cfg = ConvertConfig(
-            bags=args.bags, output=args.output, topic_map=load_topic_map(args.topic_map or None),
-            repo_id=args.repo_id, namespace=args.namespace, reference=args.reference,
-            max_age=args.max_age, max_age_for=dict(args.max_age_for),
-            episode_topic=args.episode_topic, task=args.task, video=args.video,
-            vcodec=args.vcodec, video_encoder=args.video_encoder,
-            min_episode_frames=args.min_episode_frames, overwrite=args.overwrite,
-            append=args.append, jobs=args.jobs, image_writer_threads=args.image_writer_threads,
-            progress=not args.no_progress)
+        cfg = args.with_topic_map()
         start = time.perf_counter()
         report = convert(cfg)
         log.info("conversion took %.2f s", time.perf_counter() - start)

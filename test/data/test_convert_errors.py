@@ -150,6 +150,26 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, topic_map_file, capsys
     assert _nothing_written(tmp_path)
     with pytest.raises(SystemExit):
         main([*args, "--max-age-for", "wrist"])
+    assert "expected NAME=VALUE, got 'wrist'" in capsys.readouterr().err
+    assert main([str(tmp_path / "ds")]) == 2  # no --output
+    assert "give the bags to convert and --output" in capsys.readouterr().err
+
+
+def test_cli_short_flags_positional_bags_and_a_config_file(tmp_path, topic_map_file):
+    """The converter's options are ConvertConfig's fields: the Unix spellings (positional bags,
+    -o, -j, --no-video, repeated NAME=S) and a YAML file give the same dataset."""
+    import json
+
+    bag = make_scenario(10).write(tmp_path / "bag")
+    assert main([str(bag), "-o", str(tmp_path / "a"), "--topic-map", str(topic_map_file),
+                 "-j", "1", "--no-video", "--no-progress", "--max-age-for", "wrist=0.25",
+                 "--max-age-for", "state=0.05"]) == 0
+    config = tmp_path / "convert.yaml"
+    config.write_text(f"bags: [{bag}]\noutput: {tmp_path / 'b'}\ntopic_map: {topic_map_file}\n"
+                      "video: false\nprogress: false\nmax_age_for: {wrist: 0.25, state: 0.05}\n")
+    assert main(["--config_path", str(config)]) == 0
+    reports = [json.loads((tmp_path / d / "sync_report.json").read_text()) for d in "ab"]
+    assert reports[0]["totals"] == reports[1]["totals"] and reports[0]["totals"]["frames_written"] > 0
 
 
 def test_append_refuses_a_different_layout_and_a_failed_append_loses_nothing(tmp_path,
