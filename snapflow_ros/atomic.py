@@ -1,4 +1,7 @@
-"""Write a directory all or nothing: checkpoints and model directories (datasets: data/build_dir.py)."""
+"""Write a directory all or nothing: checkpoints and model directories.
+
+(The converter's datasets use ``data/build_dir.py``.)
+"""
 
 from __future__ import annotations
 

@@ -18,10 +18,9 @@ from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy
 from snapflow_ros.policies.device import resolve_device, resolve_dtype
 from snapflow_ros.policies.factory import make_any
 from snapflow_ros.timing import StageTimer
-from snapflow_ros.topic_map import check_policy_interface
+from snapflow_ros.topic_map import IMAGE_PREFIX, check_policy_interface
 
 log = logging.getLogger(__name__)
-from snapflow_ros.topic_map import IMAGE_PREFIX
 
 
 class PolicyRunner:

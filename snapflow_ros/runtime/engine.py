@@ -200,7 +200,7 @@ class ChunkEngine:
             self.counters["clock_jumps_back"] += 1
             self.reset(clear_inputs=True)
             self._set_command_hold(Hold(HoldKind.CLOCK, "the clock jumped back: chunks and inputs "
-                                                 "dropped, waiting for new inputs"))
+                                                        "dropped, waiting for new inputs"))
             self._last_tick_ns = now_ns
             return Tick(None, True, self._dry_run)
         with self._lock:
@@ -241,15 +241,16 @@ class ChunkEngine:
             return Hold(HoldKind.NO_REFERENCE, "no joint state yet to start commanding from")
         age = now_ns - latest.stamp_ns
         if age > self.settings.max_age_ns or -age > self.settings.future_tolerance_ns:
-            return Hold(HoldKind.NO_REFERENCE, f"joint state {age / 1e9:.3f} s old: no fresh measured "
-                                        f"position to start commanding from")
+            return Hold(HoldKind.NO_REFERENCE,
+                        f"joint state {age / 1e9:.3f} s old: no fresh measured "
+                        f"position to start commanding from")
         try:
             measured = self._measure(latest.msg)
         except BadInput as err:
             return Hold(HoldKind.NO_REFERENCE, f"joint state unusable: {err}")
         if measured is None or not finite(measured):
             return Hold(HoldKind.NO_REFERENCE, "the joint state has no finite position for every "
-                                        "action joint: nothing to start commanding from")
+                                               "action joint: nothing to start commanding from")
         implausible = self._implausible(measured)
         if implausible:
             return Hold(HoldKind.NO_REFERENCE, f"{implausible}: nothing to start commanding from")
@@ -329,7 +330,8 @@ class ChunkEngine:
                 publish(result)
         if result is None:
             self.counters["late_chunks"] += 1
-            return self._hold(Hold(HoldKind.LATE, "chunk older than the one being executed; dropped"))
+            return self._hold(Hold(HoldKind.LATE,
+                                   "chunk older than the one being executed; dropped"))
         self._record(timer, start_ns, done_ns, snap.stamp_ns, wall_start, skipped)
         return result
 
@@ -345,8 +347,8 @@ class ChunkEngine:
         if big.size:
             i = int(big[0])
             return Hold(HoldKind.OUT_OF_BOUND, f"state value {decoded.state[i]:g} at index {i} is "
-                                        f"beyond max_abs_state={bound:g}: check the joint "
-                                        f"state publisher (units, joint order)")
+                                               f"beyond max_abs_state={bound:g}: check the joint "
+                                               f"state publisher (units, joint order)")
         measured = decoded.measured_action
         if measured is not None:
             if not finite(measured):

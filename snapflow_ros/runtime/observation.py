@@ -121,18 +121,21 @@ class ObservationBuffer:
         future = sorted(n for n, s in items.items()
                         if s.stamp_ns - now_ns > self.future_tolerance_ns)
         if future:
-            return Hold(HoldKind.FUTURE, f"newest {future} stamped in the future of this node's clock "
-                                  f"(did the clock go back?): waiting for new messages")
+            return Hold(HoldKind.FUTURE,
+                        f"newest {future} stamped in the future of this node's clock "
+                        f"(did the clock go back?): waiting for new messages")
         stale = {n: (now_ns - s.stamp_ns) / 1e9 for n, s in items.items()
                  if now_ns - s.stamp_ns > self.max_age_ns}
         if stale:
             ages = ", ".join(f"{n} {age:.3f} s" for n, age in sorted(stale.items()))
-            return Hold(HoldKind.STALE, f"stale input (age > {self.max_age_ns / 1e9:.3f} s): {ages}")
+            return Hold(HoldKind.STALE,
+                        f"stale input (age > {self.max_age_ns / 1e9:.3f} s): {ages}")
         stamps = [s.stamp_ns for s in items.values()]
         skew = max(stamps) - min(stamps)
         if skew > self.max_skew_ns:
             oldest = min(items, key=lambda n: items[n].stamp_ns)
             newest = max(items, key=lambda n: items[n].stamp_ns)
-            return Hold(HoldKind.SKEW, f"inputs {skew / 1e9:.3f} s apart ({oldest} oldest, {newest} "
-                                f"newest; max_skew {self.max_skew_ns / 1e9:.3f} s)")
+            return Hold(HoldKind.SKEW,
+                        f"inputs {skew / 1e9:.3f} s apart ({oldest} oldest, {newest} "
+                        f"newest; max_skew {self.max_skew_ns / 1e9:.3f} s)")
         return Snapshot(max(stamps), {n: items[n] for n in self.names})

@@ -147,7 +147,7 @@ class CommandGate:
         lim = self.limits
         if target.shape != (lim.num_joints,):
             return Refusal(HoldKind.SHAPE, f"target has shape {target.shape}, expected "
-                                    f"({lim.num_joints},)")
+                                           f"({lim.num_joints},)")
         if not finite(target):
             return Refusal(HoldKind.NAN, "NaN or inf in the target")
         command = lim.clamp(target)
@@ -155,7 +155,7 @@ class CommandGate:
         if step > 0:
             if start is None:
                 return Refusal(HoldKind.NO_REFERENCE, "no fresh measured position to start from "
-                                               "(max_step_delta is set)")
+                                                      "(max_step_delta is set)")
             if not finite(start):
                 return Refusal(HoldKind.NAN, "NaN or inf in the measured position")
             command = np.clip(command, start - step, start + step)

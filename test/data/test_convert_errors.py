@@ -169,7 +169,8 @@ def test_cli_short_flags_positional_bags_and_a_config_file(tmp_path, topic_map_f
                       "video: false\nprogress: false\nmax_age_for: {wrist: 0.25, state: 0.05}\n")
     assert main(["--config_path", str(config)]) == 0
     reports = [json.loads((tmp_path / d / "sync_report.json").read_text()) for d in "ab"]
-    assert reports[0]["totals"] == reports[1]["totals"] and reports[0]["totals"]["frames_written"] > 0
+    assert reports[0]["totals"] == reports[1]["totals"]
+    assert reports[0]["totals"]["frames_written"] > 0
 
 
 def test_append_refuses_a_different_layout_and_a_failed_append_loses_nothing(tmp_path,
