@@ -85,84 +85,95 @@ def _is_value(token: str) -> bool:
     return not token.startswith("-") or bool(_NUMBER.match(token))
 
 
+class _Line:
+    """The command line being rewritten: draccus flags, list/dict values, positional words."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.lists: dict[str, list[str]] = {}
+        self.dicts: dict[str, dict[str, str]] = {}
+        self.words: list[str] = []
+
+    def add(self, name: str, kind: str, values: list[str]) -> None:
+        """``--name values...`` of a field of ``kind``."""
+        if kind == "bool":
+            if values and values[0].lower() not in _BOOL_WORDS:
+                self.words.append(values.pop())  # a positional word after a bare flag
+            self.out += [f"--{name}", values[0] if values else "true"]
+        elif kind == "list":
+            if len(values) == 1 and values[0].lstrip().startswith("["):
+                self.out += [f"--{name}", values[0]]  # a YAML list as it is
+            else:
+                self.lists.setdefault(name, []).extend(values)
+        elif kind == "dict":
+            for item in values:
+                key, sep, val = item.partition("=")
+                if sep:
+                    self.dicts.setdefault(name, {})[key] = val
+                elif item.lstrip().startswith("{"):
+                    self.out += [f"--{name}", item]  # a YAML mapping as it is
+                else:
+                    raise ConfigError(f"--{name}: expected NAME=VALUE, got {item!r}")
+        elif not values:
+            raise ConfigError(f"--{name} needs a value")
+        elif kind == "text" and values[0] != "null":
+            self.out += [f"--{name}", json.dumps(values[0])]
+        else:
+            self.out += [f"--{name}", values[0]]
+
+    def render(self, positional: str | None) -> list[str]:
+        if self.words:
+            if positional is None:
+                raise ConfigError(f"unexpected argument {self.words[0]!r} (options are "
+                                  f"--NAME VALUE)")
+            self.lists[positional] = self.words + self.lists.get(positional, [])
+        out = list(self.out)
+        for name, items in self.lists.items():
+            out += [f"--{name}", "[" + ", ".join(map(_scalar, items)) + "]"]
+        for name, mapping in self.dicts.items():
+            out += [f"--{name}", "{" + ", ".join(f"{json.dumps(k)}: {_scalar(v)}"
+                                                 for k, v in mapping.items()) + "}"]
+        return out
+
+
 def normalise_argv(cls: type, argv: Sequence[str], *, positional: str | None = None,
                    short: Mapping[str, str] | None = None) -> list[str]:
     """``argv`` in the spelling draccus parses (see the module docstring)."""
     kinds = field_kinds(cls)
     short = dict(short or {})
-    out: list[str] = []
-    lists: dict[str, list[str]] = {}
-    dicts: dict[str, dict[str, str]] = {}
-    words: list[str] = []
+    line = _Line()
     i = 0
     while i < len(argv):
         token = short.get(argv[i], argv[i])
         i += 1
         if token == "--":
-            words += argv[i:]
+            line.words += argv[i:]
             break
         if not token.startswith("--") or len(token) == 2:
             if token.startswith("-") and not _NUMBER.match(token):
                 raise ConfigError(f"unknown option {token!r}")
-            words.append(token)
+            line.words.append(token)
             continue
         name, eq, value = token[2:].partition("=")
         name = name.replace("-", "_")
         if name not in kinds and name.startswith("no_") and kinds.get(name[3:]) == "bool":
             if eq:
                 raise ConfigError(f"--{name.replace('_', '-')} takes no value")
-            out += [f"--{name[3:]}", "false"]
+            line.out += [f"--{name[3:]}", "false"]
             continue
         kind = kinds.get(name)
-        if kind is None:  # config_path, help, or unknown: draccus decides
-            out.append(f"--{name}")
-            if eq:
-                out.append(value)
-            elif i < len(argv) and _is_value(argv[i]):
-                out.append(argv[i])
-                i += 1
-            continue
         values = [value] if eq else []
-        if not eq:
+        if not eq:  # the values that follow: all of them for a list or dict, else one
             take = len(argv) - i if kind in ("list", "dict") else 1
             while take and i < len(argv) and _is_value(argv[i]):
                 values.append(argv[i])
                 i += 1
                 take -= 1
-        if kind == "bool":
-            if values and values[0].lower() not in _BOOL_WORDS:
-                words.append(values.pop())  # a positional word after a bare flag
-            out += [f"--{name}", values[0] if values else "true"]
-        elif kind == "list":
-            if len(values) == 1 and values[0].lstrip().startswith("["):
-                out += [f"--{name}", values[0]]  # a YAML list as it is
-            else:
-                lists.setdefault(name, []).extend(values)
-        elif kind == "dict":
-            for item in values:
-                key, sep, val = item.partition("=")
-                if not sep:
-                    if item.lstrip().startswith("{"):
-                        out += [f"--{name}", item]
-                        continue
-                    raise ConfigError(f"--{name}: expected NAME=VALUE, got {item!r}")
-                dicts.setdefault(name, {})[key] = val
-        elif not values:
-            raise ConfigError(f"--{name} needs a value")
-        elif kind == "text" and values[0] != "null":
-            out += [f"--{name}", json.dumps(values[0])]
+        if kind is None:  # config_path, help, or unknown: draccus decides
+            line.out += [f"--{name}", *values]
         else:
-            out += [f"--{name}", values[0]]
-    if words:
-        if positional is None:
-            raise ConfigError(f"unexpected argument {words[0]!r} (options are --NAME VALUE)")
-        lists[positional] = words + lists.get(positional, [])
-    for name, items in lists.items():
-        out += [f"--{name}", "[" + ", ".join(map(_scalar, items)) + "]"]
-    for name, mapping in dicts.items():
-        out += [f"--{name}", "{" + ", ".join(f"{json.dumps(k)}: {_scalar(v)}"
-                                             for k, v in mapping.items()) + "}"]
-    return out
+            line.add(name, kind, values)
+    return line.render(positional)
 
 
 def option_value(argv: Sequence[str], name: str) -> str | None:

@@ -128,37 +128,7 @@ def run(args: BenchConfig) -> dict[str, Any]:
     noise = policy.noise_like(args.batch_size, gen)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else None
 
-    timers = {n: StageTimer(sync=sync) for n in args.num_steps}
-    e2e: dict[int, list[float]] = {n: [] for n in args.num_steps}
-    for n in args.num_steps:
-        for _ in range(args.warmup):
-            _one_chunk(loaded, obs, n, args.sampler, noise, StageTimer(sync=sync))
-    for _ in range(reps):
-        for n in args.num_steps:  # interleaved: the step counts share the machine's state
-            timer = StageTimer(sync=sync)
-            _one_chunk(loaded, obs, n, args.sampler, noise, timer)
-            for stage, values in timer.durations.items():
-                timers[n].durations[stage].extend(values)
-            e2e[n].append(sum(sum(v) for v in timer.durations.values()))
-
-    def ms(values: list[float]) -> dict[str, float]:
-        return {k: round(v * 1e3, 4) for k, v in percentiles(values).items()}
-
-    results = []
-    for n in args.num_steps:
-        d = timers[n].durations
-        row: dict[str, Any] = {"num_steps": n, "expert_passes_per_chunk": len(d["expert"]) // reps}
-        for stage, values in (("e2e", e2e[n]), ("preprocess", d["preprocess"]),
-                              ("prefix", d["prefix"]), ("expert", d["expert"]),
-                              ("postprocess", d["postprocess"])):
-            for key, value in ms(values).items():
-                row[f"{stage}_ms_{key}"] = value
-        results.append(row)
-    base = next((r for r in results if r["num_steps"] == 1), None)
-    if base:
-        for row in results:
-            row["e2e_p50_vs_1_step"] = round(row["e2e_ms_p50"] / base["e2e_ms_p50"], 3)
-
+    results = _rows(*_time_chunks(loaded, obs, noise, args, reps, sync), args.num_steps, reps)
     cfg = policy.config
     return {
         "model": args.policy,
@@ -186,6 +156,48 @@ def run(args: BenchConfig) -> dict[str, Any]:
         "build_s": round(build_s, 2),
         "results": results,
     }
+
+
+def _time_chunks(loaded: Any, obs: dict[str, Any], noise: Any, args: BenchConfig, reps: int,
+                 sync: Any) -> tuple[dict[int, StageTimer], dict[int, list[float]]]:
+    """Warm-up, then ``reps`` chunks per step count, interleaved (the step counts share the
+    machine's state); per-stage durations and end-to-end seconds per step count."""
+    timers = {n: StageTimer(sync=sync) for n in args.num_steps}
+    e2e: dict[int, list[float]] = {n: [] for n in args.num_steps}
+    for n in args.num_steps:
+        for _ in range(args.warmup):
+            _one_chunk(loaded, obs, n, args.sampler, noise, StageTimer(sync=sync))
+    for _ in range(reps):
+        for n in args.num_steps:
+            timer = StageTimer(sync=sync)
+            _one_chunk(loaded, obs, n, args.sampler, noise, timer)
+            for stage, values in timer.durations.items():
+                timers[n].durations[stage].extend(values)
+            e2e[n].append(sum(sum(v) for v in timer.durations.values()))
+    return timers, e2e
+
+
+def _rows(timers: dict[int, StageTimer], e2e: dict[int, list[float]], num_steps: list[int],
+          reps: int) -> list[dict[str, Any]]:
+    """One row per step count: percentiles (ms) per stage, and e2e p50 relative to 1 step."""
+    def ms(values: list[float]) -> dict[str, float]:
+        return {k: round(v * 1e3, 4) for k, v in percentiles(values).items()}
+
+    results = []
+    for n in num_steps:
+        d = timers[n].durations
+        row: dict[str, Any] = {"num_steps": n, "expert_passes_per_chunk": len(d["expert"]) // reps}
+        for stage, values in (("e2e", e2e[n]), ("preprocess", d["preprocess"]),
+                              ("prefix", d["prefix"]), ("expert", d["expert"]),
+                              ("postprocess", d["postprocess"])):
+            for key, value in ms(values).items():
+                row[f"{stage}_ms_{key}"] = value
+        results.append(row)
+    base = next((r for r in results if r["num_steps"] == 1), None)
+    if base:
+        for row in results:
+            row["e2e_p50_vs_1_step"] = round(row["e2e_ms_p50"] / base["e2e_ms_p50"], 3)
+    return results
 
 
 def _table(report: dict[str, Any]) -> str:

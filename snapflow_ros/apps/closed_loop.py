@@ -19,12 +19,12 @@ reports the episode done.
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +37,10 @@ from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 from tqdm import tqdm
 
+from snapflow_ros.apps.node_process import NodeProcess, policy_node_command
 from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
-
-
-def _wait(done: Callable[[], bool], timeout_s: float, what: str) -> None:
-    end = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError(f"closed loop: gave up waiting for {what} after {timeout_s:g} s")
-        time.sleep(0.005)
+from snapflow_ros.waiting import wait_until
 
 
 class _Bridge:
@@ -85,24 +79,96 @@ class _Bridge:
         self._thread.join(timeout=30.0)
 
 
-def _policy_process(ns: str, remap: list[str], policy_path: str, params: dict[str, Any],
-                    log_path: Path | None) -> subprocess.Popen:
-    args = [sys.executable, "-m", "snapflow_ros", "policy_node", "--ros-args",
-            "-r", f"__ns:={ns}", *remap[1:], "-p", f"policy_path:={policy_path}",
-            "-p", "use_sim_time:=true", "-p", "autostart:=false"]
-    for key, value in params.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{key}:={text}"]
-    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-
-
 def node_params(topic_map: str, policy_params: dict[str, Any] | None = None,
                 cpu_threads: int = 0) -> dict[str, Any]:
     """The policy_node parameters of a closed-loop run; ``policy_params`` override the rest."""
     resolve_cpu_threads(cpu_threads)  # refuses a negative count, naming cpu_threads
     return {"topic_map": topic_map, "warmup_iters": 1, "diagnostics_period_s": 0.2,
             "cpu_threads": int(cpu_threads), **(policy_params or {})}
+
+
+class _ClosedLoop:
+    """One run's private graph: the bridge (a thread here), the policy node (a process) and a
+    driver node that resets the bridge and moves the policy node through its lifecycle."""
+
+    def __init__(self, policy_path: str, params: dict[str, Any], *, topic_map: str, task: str,
+                 episode_timeout_s: float, log_path: Path | None) -> None:
+        self.policy_path, self.log_path = policy_path, log_path
+        ns = f"/closed_loop_{uuid.uuid4().hex[:8]}"
+        clock = f"/clock:={ns}/clock"
+        self.ctx = rclpy.Context()
+        self.ctx.init(args=[])
+        self.bridge = _Bridge(self.ctx, ns, ["--ros-args", "-r", clock, "--log-level", "warn"], [
+            Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="chunk"),
+            Parameter("task", value=task), Parameter("topic_map", value=topic_map),
+            Parameter("episode_timeout_s", value=episode_timeout_s)])
+        self.proc = NodeProcess(policy_node_command(ns, {
+            "policy_path": policy_path, "use_sim_time": True, "autostart": False, **params},
+            remaps=[clock]), log_path)
+        self.node = rclpy.create_node("closed_loop", context=self.ctx, namespace=ns)
+        self.diag: dict[str, Any] = {"received": 0}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.change = self.node.create_client(ChangeState, "policy_node/change_state")
+        self.reset = self.node.create_client(Trigger, "mujoco_bridge/reset")
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.active = False
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if (status.name == "snapflow_ros: policy_node"
+                    and status.hardware_id == self.policy_path):
+                self.diag.update({kv.key: kv.value for kv in status.values})
+                self.diag["received"] += 1
+
+    def _call(self, client: Any, request: Any, what: str, timeout_s: float = 60.0) -> Any:
+        future = client.call_async(request)
+        wait_until(future.done, timeout_s, f"{what} (closed loop)")
+        return future.result()
+
+    def _transition(self, tid: int, label: str) -> None:
+        request = ChangeState.Request(transition=Transition(id=tid))
+        if not self._call(self.change, request, label).success:
+            raise RuntimeError(f"policy_node refused to {label}; see "
+                               f"{self.log_path or 'its log'}")
+
+    def configure(self) -> None:
+        """Wait for the policy node, then configure it (loads and warms up the model)."""
+        wait_until(lambda: self.change.service_is_ready() or self.proc.poll() is not None,
+                   120.0, "policy_node to start")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"policy_node exited with {self.proc.poll()}; see "
+                               f"{self.log_path or 'its log'}")
+        self._transition(Transition.TRANSITION_CONFIGURE, "configure")
+
+    def episode(self, seed: int, wall_timeout_s: float) -> dict[str, Any]:
+        """Deactivate, reset the bridge with ``seed``, activate, run to the episode's end."""
+        bridge = self.bridge.node
+        if self.active:
+            self._transition(Transition.TRANSITION_DEACTIVATE, "deactivate")
+        bridge.set_parameters([Parameter("seed", value=int(seed))])
+        self._call(self.reset, Trigger.Request(), "the bridge reset")
+        chunks0, start = bridge.runner.trajectories, time.monotonic()
+        self._transition(Transition.TRANSITION_ACTIVATE, "activate")
+        self.active = True
+        env = bridge.runner.env
+        wait_until(lambda: env.status.done, wall_timeout_s, f"the end of episode seed {seed}")
+        seen = self.diag["received"]  # one more diagnostics message: this episode's latency
+        with contextlib.suppress(TimeoutError):  # else the last message's; the result stands
+            wait_until(lambda: self.diag["received"] > seen, 5.0, "policy_node diagnostics")
+        status = env.status
+        return {"seed": int(seed), "success": bool(status.success), "reached": status.reached,
+                "time_s": round(status.time_s, 3), "wall_s": round(time.monotonic() - start, 3),
+                "chunks": bridge.runner.trajectories - chunks0,  # as the sim received them
+                "model_ms_p50": float(self.diag.get("model_ms_p50", "nan"))}
+
+    def close(self) -> None:
+        self.proc.stop(timeout_s=30.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.bridge.close()
+        self.ctx.try_shutdown()
 
 
 def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: str = "",
@@ -117,85 +183,15 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
     auto). Returns per episode: seed, success, reached (target index, -1 = none), time_s
     (sim), wall_s, chunks, and the node's model latency p50 (ms) as reported on /diagnostics.
     """
-    params = node_params(topic_map, policy_params, cpu_threads)
-    ns = f"/closed_loop_{uuid.uuid4().hex[:8]}"
-    remap = ["--ros-args", "-r", f"/clock:={ns}/clock"]
-    ctx = rclpy.Context()
-    ctx.init(args=[])
-    bridge = _Bridge(ctx, ns, [*remap, "--log-level", "warn"], [
-        Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="chunk"),
-        Parameter("task", value=task), Parameter("topic_map", value=topic_map),
-        Parameter("episode_timeout_s", value=episode_timeout_s)])
-    proc = _policy_process(ns, remap, str(policy_path), params, log_path)
-    node = rclpy.create_node("closed_loop", context=ctx, namespace=ns)
-    diag: dict[str, Any] = {"received": 0}
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if (status.name == "snapflow_ros: policy_node"
-                    and status.hardware_id == str(policy_path)):
-                diag.update({kv.key: kv.value for kv in status.values})
-                diag["received"] += 1
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    change = node.create_client(ChangeState, "policy_node/change_state")
-    reset = node.create_client(Trigger, "mujoco_bridge/reset")
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    env = bridge.node.runner.env
-
-    def call(client: Any, request: Any, what: str, timeout_s: float = 60.0) -> Any:
-        future = client.call_async(request)
-        _wait(future.done, timeout_s, what)
-        return future.result()
-
-    def transition(tid: int, label: str) -> None:
-        if not call(change, ChangeState.Request(transition=Transition(id=tid)), label).success:
-            raise RuntimeError(f"policy_node refused to {label}; see {log_path or 'its log'}")
-
-    results: list[dict[str, Any]] = []
+    loop = _ClosedLoop(str(policy_path), node_params(topic_map, policy_params, cpu_threads),
+                       topic_map=topic_map, task=task, episode_timeout_s=episode_timeout_s,
+                       log_path=log_path)
     try:
-        _wait(lambda: change.service_is_ready() or proc.poll() is not None, 120.0,
-              "policy_node to start")
-        if proc.poll() is not None:
-            raise RuntimeError(f"policy_node exited with {proc.returncode}; see "
-                               f"{log_path or 'its log'}")
-        transition(Transition.TRANSITION_CONFIGURE, "configure")  # loads and warms up
-        active = False
-        for seed in tqdm(seeds, desc=desc, unit="episode", leave=False, file=sys.stderr):
-            if active:
-                transition(Transition.TRANSITION_DEACTIVATE, "deactivate")
-            bridge.node.set_parameters([Parameter("seed", value=int(seed))])
-            call(reset, Trigger.Request(), "the bridge reset")
-            chunks0, start = bridge.node.runner.trajectories, time.monotonic()
-            transition(Transition.TRANSITION_ACTIVATE, "activate")
-            active = True
-            _wait(lambda: env.status.done, wall_timeout_s, f"the end of episode seed {seed}")
-            seen = diag["received"]  # one more diagnostics message, with this episode's latency
-            try:
-                _wait(lambda: diag["received"] > seen, 5.0, "policy_node diagnostics")
-            except TimeoutError:
-                pass  # latency then reads from the last message; the episode result stands
-            status = env.status
-            results.append({
-                "seed": int(seed), "success": bool(status.success), "reached": status.reached,
-                "time_s": round(status.time_s, 3), "wall_s": round(time.monotonic() - start, 3),
-                "chunks": bridge.node.runner.trajectories - chunks0,  # as the sim received them
-                "model_ms_p50": float(diag.get("model_ms_p50", "nan")),
-            })
-        return results
+        loop.configure()
+        return [loop.episode(seed, wall_timeout_s)
+                for seed in tqdm(seeds, desc=desc, unit="episode", leave=False, file=sys.stderr)]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        executor.shutdown()
-        node.destroy_node()
-        bridge.close()
-        ctx.try_shutdown()
+        loop.close()
 
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:

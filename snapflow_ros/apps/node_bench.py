@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,8 +63,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from snapflow_ros.apps.node_process import NodeProcess, policy_node_command
 from snapflow_ros.inference.process_runner import WORKER_MODULE  # numpy + stdlib only
 from snapflow_ros.paths import SOURCE_ROOT, config_path
+from snapflow_ros.waiting import wait_until
 
 NAME = "snapflow_ros: policy_node"
 FASTDDS_PROFILE = "fastdds_large_images.xml"
@@ -501,76 +502,78 @@ def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
         time.sleep(0.1)
 
 
-def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[str, Any]:
-    """Start the node, warm up, measure the window and the idle period, stop it."""
-    tm = yaml.safe_load(config_path("topic_map.yaml").read_text())  # 224x224 policy input
-    (tmp / "topic_map.yaml").write_text(yaml.safe_dump(tm))
-    cmd = [sys.executable, "-m", "snapflow_ros", "policy_node", "--ros-args", "-r", f"__ns:={ns}",
-           "-p", f"policy_path:={cfg.policy}", "-p", f"topic_map:={tmp / 'topic_map.yaml'}",
-           "-p", f"device:={cfg.device}", "-p", f"control_rate_hz:={cfg.rate_hz}",
-           "-p", f"n_action_steps:={cfg.n_action_steps}", "-p", f"cpu_threads:={threads}",
-           "-p", "diagnostics_period_s:=0.5"]
-    if cfg.inference_cpus:
-        cmd += ["-p", f"inference_cpus:=[{','.join(map(str, cfg.inference_cpus))}]"]
-    log_path = tmp / "policy_node.log"
-    size = parse_size(cfg.camera_size)
-    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would block the node
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    rec, descendants = None, []
-    try:
-        rec = _Recorder(ns, tm, size)
-        t_launch = time.monotonic()
-        while True:  # model load + the worker's warm-up (nothing is fed yet)
-            diag = rec.latest_diag()
-            if diag is not None and diag.get("state") == "active":
-                break
-            rec.check()
-            if proc.poll() is not None or time.monotonic() - t_launch > 600:
-                raise RuntimeError(f"policy_node did not come up:\n"
-                                   f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        startup_s = time.monotonic() - t_launch
-        worker = [p for p in process_tree(proc.pid)[1:] if _role(p, proc.pid) != "gone"]
+@dataclass
+class _Window:
+    """What the measured window saw: its clock marks, CPU readings and the node's counters."""
 
-        rec.feed(cfg.warmup_s)  # warm-up: inputs flow, nothing is recorded for the report
-        chunks_in_warmup = len(rec.chunks)
-        diag0 = rec.latest_diag() or {}
-        cams0, joints0 = rec.camera_frames, rec.joint_msgs
-        t0_ns, t0 = rec.now(), time.monotonic()
-        cpu0, own0 = tree_cpu(proc.pid), _own_cpu_s()
-        rec.feed(cfg.seconds)  # the measured window
-        cpu1, own1 = tree_cpu(proc.pid), _own_cpu_s()
-        t1_ns, t1 = rec.now(), time.monotonic()
-        window_s = t1 - t0
-        cams1, joints1 = rec.camera_frames, rec.joint_msgs
-        n_diag = len(rec.diags)
-        rec.feed(2.0, until=lambda: len(rec.diags) > n_diag)  # the node's figures at the end
-        diag1 = rec.latest_diag() or {}
+    t0_ns: int
+    t1_ns: int
+    window_s: float
+    cpu0: dict
+    cpu1: dict
+    own_cpu_s: float
+    camera_frames: int
+    joint_msgs: int
+    diag0: dict
+    diag1: dict
+    chunks_in_warmup: int
+
+
+def _wait_active(rec: _Recorder, node: NodeProcess, timeout_s: float = 600.0) -> float:
+    """Seconds until the node reports ``active`` (model load + the worker's warm-up)."""
+    t_launch = time.monotonic()
+
+    def active() -> bool:
+        diag = rec.latest_diag()
+        if diag is not None and diag.get("state") == "active":
+            return True
         rec.check()
+        if node.poll() is not None:
+            raise RuntimeError(f"policy_node exited with {node.poll()}:\n{node.log_tail()}")
+        return False
 
-        idle: dict[str, Any] = {"seconds": cfg.idle_s}
-        if cfg.idle_s > 0:  # no inputs: the node holds
-            time.sleep(0.5)
-            i0, ti = tree_cpu(proc.pid), time.monotonic()
-            time.sleep(cfg.idle_s)
-            idle.update(cpu_between(i0, tree_cpu(proc.pid), time.monotonic() - ti))
-            idle.pop("processes_gone_during_window", None)
-        descendants = process_tree(proc.pid)[1:]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if rec is not None:
-            rec.close()
-    left = _wait_gone(descendants, 10.0)
+    try:
+        wait_until(active, timeout_s, "policy_node to become active", interval_s=0.1)
+    except TimeoutError as err:
+        raise RuntimeError(f"{err}:\n{node.log_tail()}") from None
+    return time.monotonic() - t_launch
 
-    chunks = [c for c in rec.chunks if t0_ns <= c[2] <= t1_ns]
-    commands = [c for c in rec.commands if t0_ns <= c[2] <= t1_ns]
+
+def _measure_window(cfg: NodeBenchConfig, rec: _Recorder, node: NodeProcess) -> _Window:
+    """Warm-up (inputs flow, nothing recorded), the measured window, the node's figures."""
+    rec.feed(cfg.warmup_s)
+    chunks_in_warmup = len(rec.chunks)
+    diag0 = rec.latest_diag() or {}
+    cams0, joints0 = rec.camera_frames, rec.joint_msgs
+    t0_ns, t0 = rec.now(), time.monotonic()
+    cpu0, own0 = tree_cpu(node.pid), _own_cpu_s()
+    rec.feed(cfg.seconds)
+    cpu1, own1 = tree_cpu(node.pid), _own_cpu_s()
+    t1_ns, t1 = rec.now(), time.monotonic()
+    cams1, joints1 = rec.camera_frames, rec.joint_msgs
+    n_diag = len(rec.diags)
+    rec.feed(2.0, until=lambda: len(rec.diags) > n_diag)  # the node's figures at the end
+    rec.check()
+    return _Window(t0_ns, t1_ns, t1 - t0, cpu0, cpu1, own1 - own0, cams1 - cams0,
+                   joints1 - joints0, diag0, rec.latest_diag() or {}, chunks_in_warmup)
+
+
+def _measure_idle(cfg: NodeBenchConfig, node: NodeProcess) -> dict[str, Any]:
+    """CPU of the node and its inference process with no inputs (the node holds)."""
+    idle: dict[str, Any] = {"seconds": cfg.idle_s}
+    if cfg.idle_s > 0:
+        time.sleep(0.5)  # the last inputs drain
+        i0, ti = tree_cpu(node.pid), time.monotonic()
+        time.sleep(cfg.idle_s)  # the measurement itself: a fixed span of wall time
+        idle.update(cpu_between(i0, tree_cpu(node.pid), time.monotonic() - ti))
+        idle.pop("processes_gone_during_window", None)
+    return idle
+
+
+def _latency_figures(cfg: NodeBenchConfig, rec: _Recorder, win: _Window) -> dict[str, Any]:
+    """Camera stamp → chunk, tick period and command arrival distributions of the window."""
+    chunks = [c for c in rec.chunks if win.t0_ns <= c[2] <= win.t1_ns]
+    commands = [c for c in rec.commands if win.t0_ns <= c[2] <= win.t1_ns]
     cams = rec.camera_stamps
 
     def camera_stamp(obs_ns: int) -> int | None:
@@ -588,6 +591,41 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
     slots = np.maximum(1, np.rint(tick / period)) if tick.size else np.array([])
     arrival = np.diff(received) / 1e6 if received.size > 1 else np.array([])
 
+    def p99_error(values: np.ndarray) -> float:
+        return (round(float(np.percentile(np.abs(values - period), 99)), 3) if values.size
+                else float("nan"))
+
+    return {
+        "chunks_received": len(chunks),
+        "commands_received": len(commands),
+        "commands_expected": int(win.window_s * cfg.rate_hz),
+        "camera_stamp_to_chunk_received_ms": distribution(
+            (rcv - cam) / 1e6 for cam, _, rcv in cam_pairs),
+        "camera_stamp_to_chunk_published_ms": distribution(
+            (src - cam) / 1e6 for cam, src, _ in cam_pairs),
+        "obs_stamp_to_chunk_received_ms": distribution((rcv - obs) / 1e6
+                                                       for obs, _, rcv in chunks),
+        "chunk_interval_ms": distribution(np.diff([c[2] for c in chunks]) / 1e6
+                                          if len(chunks) > 1 else []),
+        "tick_period_ms": {**distribution(tick), "target": round(period, 3),
+                           "abs_error_p99": p99_error(tick)},
+        "tick_timer_error_ms": {
+            **distribution(np.abs(tick - slots * period)),
+            "note": "|gap - n x period| with n = round(gap / period): the control timer's "
+                    "error with the ticks that sent no command taken out"},
+        "ticks_without_command": int((slots - 1).sum()) if slots.size else 0,
+        "command_gaps_over_one_period_ms": distribution(tick[slots > 1]),
+        "command_arrival_period_ms": {**distribution(arrival),
+                                      "abs_error_p99": p99_error(arrival)},
+        "tick_to_command_received_ms": distribution((rcv - st) / 1e6
+                                                    for st, _, rcv in commands),
+    }
+
+
+def _node_figures(win: _Window) -> dict[str, Any]:
+    """The node's own /diagnostics figures and counters over the window."""
+    diag0, diag1 = win.diag0, win.diag1
+
     def delta(key: str) -> Any:
         a, b = diag0.get(key, 0.0), diag1.get(key, 0.0)
         return b - a if isinstance(a, float) and isinstance(b, float) else None
@@ -601,36 +639,6 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
                 "skipped_steps", "late_chunks", "waits", "errors", "hold_missing", "hold_stale",
                 "hold_skew", "hold_bad_input")
     return {
-        "node_startup_s": round(startup_s, 2),
-        "window_s": round(window_s, 3),
-        "chunks_received_in_warmup": chunks_in_warmup,
-        "chunks_received": len(chunks),
-        "commands_received": len(commands),
-        "commands_expected": int(window_s * cfg.rate_hz),
-        "camera_frames_published_per_camera": cams1 - cams0,
-        "joint_states_published": joints1 - joints0,
-        "camera_stamp_to_chunk_received_ms": distribution(
-            (rcv - cam) / 1e6 for cam, _, rcv in cam_pairs),
-        "camera_stamp_to_chunk_published_ms": distribution(
-            (src - cam) / 1e6 for cam, src, _ in cam_pairs),
-        "obs_stamp_to_chunk_received_ms": distribution((rcv - obs) / 1e6
-                                                       for obs, _, rcv in chunks),
-        "chunk_interval_ms": distribution(np.diff([c[2] for c in chunks]) / 1e6
-                                          if len(chunks) > 1 else []),
-        "tick_period_ms": {**distribution(tick), "target": round(period, 3),
-                           "abs_error_p99": round(float(np.percentile(np.abs(tick - period), 99)),
-                                                  3) if tick.size else float("nan")},
-        "tick_timer_error_ms": {
-            **distribution(np.abs(tick - slots * period)),
-            "note": "|gap - n x period| with n = round(gap / period): the control timer's "
-                    "error with the ticks that sent no command taken out"},
-        "ticks_without_command": int((slots - 1).sum()) if slots.size else 0,
-        "command_gaps_over_one_period_ms": distribution(tick[slots > 1]),
-        "command_arrival_period_ms": {
-            **distribution(arrival), "abs_error_p99": round(float(np.percentile(
-                np.abs(arrival - period), 99)), 3) if arrival.size else float("nan")},
-        "tick_to_command_received_ms": distribution((rcv - st) / 1e6
-                                                    for st, _, rcv in commands),
         "node_rolling_ms": {
             "note": (f"the node's /diagnostics percentiles over its last {ROLLING_WINDOW} chunks "
                      f"(read at the end of the window): {rolling_in_window} of these "
@@ -646,8 +654,44 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
                               "message": diag1.get("_message"),
                               "num_steps": diag1.get("num_steps"),
                               "inference": diag1.get("inference")},
-        "cpu_window": cpu_between(cpu0, cpu1, window_s),
-        "cpu_window_bench_process_cores": round((own1 - own0) / max(window_s, 1e-9), 3),
+    }
+
+
+def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[str, Any]:
+    """Start the node, warm up, measure the window and the idle period, stop it."""
+    tm = yaml.safe_load(config_path("topic_map.yaml").read_text())  # 224x224 policy input
+    (tmp / "topic_map.yaml").write_text(yaml.safe_dump(tm))
+    params: dict[str, Any] = {
+        "policy_path": cfg.policy, "topic_map": str(tmp / "topic_map.yaml"),
+        "device": cfg.device, "control_rate_hz": cfg.rate_hz,
+        "n_action_steps": cfg.n_action_steps, "cpu_threads": threads,
+        "diagnostics_period_s": 0.5}
+    if cfg.inference_cpus:
+        params["inference_cpus"] = list(cfg.inference_cpus)
+    node = NodeProcess(policy_node_command(ns, params), tmp / "policy_node.log")
+    rec, descendants = None, []
+    try:
+        rec = _Recorder(ns, tm, parse_size(cfg.camera_size))
+        startup_s = _wait_active(rec, node)
+        worker = [p for p in process_tree(node.pid)[1:] if _role(p, node.pid) != "gone"]
+        win = _measure_window(cfg, rec, node)
+        idle = _measure_idle(cfg, node)
+        descendants = process_tree(node.pid)[1:]
+    finally:
+        node.stop(timeout_s=20.0)
+        if rec is not None:
+            rec.close()
+    left = _wait_gone(descendants, 10.0)
+    return {
+        "node_startup_s": round(startup_s, 2),
+        "window_s": round(win.window_s, 3),
+        "chunks_received_in_warmup": win.chunks_in_warmup,
+        "camera_frames_published_per_camera": win.camera_frames,
+        "joint_states_published": win.joint_msgs,
+        **_latency_figures(cfg, rec, win),
+        **_node_figures(win),
+        "cpu_window": cpu_between(win.cpu0, win.cpu1, win.window_s),
+        "cpu_window_bench_process_cores": round(win.own_cpu_s / max(win.window_s, 1e-9), 3),
         "cpu_idle": idle,
         "inference_worker_pids": worker,
         "node_descendants_left_after_stop": left,

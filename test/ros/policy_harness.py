@@ -25,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory
 from snapflow_ros.conversions.image import fill_image_msg
 from snapflow_ros.conversions.stamps import NS, fill_stamp
 from snapflow_ros.nodes.policy_node import PolicyNode
+from snapflow_ros.waiting import wait_until
 
 
 def encode_png(rgb):
@@ -65,10 +66,12 @@ class Harness:
         self.task_pub = self.peer.create_publisher(String, "task", latched)
         self.got = {k: [] for k in ("chunk", "command", "debug_chunk", "debug_command", "diag")}
         sub = self.peer.create_subscription
-        sub(JointTrajectory, "action_chunk", self.got["chunk"].append, 10)
-        sub(JointState, "joint_commands", self.got["command"].append, 100)
-        sub(JointTrajectory, "policy_node/debug/action_chunk", self.got["debug_chunk"].append, 10)
-        sub(JointState, "policy_node/debug/command", self.got["debug_command"].append, 100)
+        self.listeners = [
+            sub(JointTrajectory, "action_chunk", self.got["chunk"].append, 10),
+            sub(JointState, "joint_commands", self.got["command"].append, 100),
+            sub(JointTrajectory, "policy_node/debug/action_chunk", self.got["debug_chunk"].append,
+                10),
+            sub(JointState, "policy_node/debug/command", self.got["debug_command"].append, 100)]
         sub(DiagnosticArray, "/diagnostics", self._on_diag, 50)
         # one executor thread (as the node's own main): a multi-threaded executor's Python loop
         # would starve the in-process model of the GIL
@@ -86,14 +89,30 @@ class Harness:
         self.got["diag"].extend(mine)
 
     def set_clock(self, ns):
+        """Publish sim time ``ns`` and return once the node's clock reads it (re-published
+        while discovery may still drop it)."""
         self.now = ns
         msg = Clock()
         fill_stamp(msg.clock, ns)
         self.clock_pub.publish(msg)
-        time.sleep(0.01)
+        self.wait_until(lambda: self.node.get_clock().now().nanoseconds >= ns, 10.0,
+                        f"the node's clock to reach {ns}",
+                        step=lambda: (time.sleep(0.002), self.clock_pub.publish(msg)))
+
+    def _taken(self):
+        """Messages the node's input callbacks have taken (stored or rejected)."""
+        return sum(self.node._received.values())
+
+    def _wait_taken(self, before, count):
+        pubs = [*self.img_pubs.values(), self.js_pub]
+        if all(p.get_subscription_count() > 0 for p in pubs):  # subscribed: wait until taken
+            self.wait_until(lambda: self._taken() >= before + count, 10.0,
+                            f"the node to take {count} messages")
 
     def publish_obs(self, stamp_ns, *, encoding="rgb8", joints=JOINTS, state=None,
                     image_stamp_ns=None, joint_stamp_ns=None):
+        """Publish one frame per camera and a JointState; returns once the node took them."""
+        before = self._taken()
         images = {}
         for cam, pub in self.img_pubs.items():
             rgb = self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -106,33 +125,38 @@ class Harness:
             pub.publish(msg)
             images[cam] = rgb
         state = self.rng.normal(size=len(joints)) if state is None else np.asarray(state)
-        self.publish_joints(stamp_ns if joint_stamp_ns is None else joint_stamp_ns, state, joints)
+        self.publish_joints(stamp_ns if joint_stamp_ns is None else joint_stamp_ns, state, joints,
+                            wait=False)
+        self._wait_taken(before, len(self.img_pubs) + 1)
         return images, state
 
-    def publish_joints(self, stamp_ns, state, joints=JOINTS):
+    def publish_joints(self, stamp_ns, state, joints=JOINTS, wait=True):
+        before = self._taken()
         js = JointState(name=list(joints), position=[float(v) for v in state])
         fill_stamp(js.header.stamp, stamp_ns)
         self.js_pub.publish(js)
+        if wait:
+            self._wait_taken(before, 1)
 
     def values(self, key):
         """Joint positions of every message received on ``key`` (commands)."""
         return [np.asarray(m.position) for m in self.got[key]]
 
-    def wait_until(self, predicate, timeout=20.0, what="condition"):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {what}")
+    def wait_until(self, predicate, timeout=20.0, what="condition", step=None):
+        wait_until(predicate, timeout, what, step=step, interval_s=0.01)
 
     def wait_for(self, key, count=1, timeout=20.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if len(self.got[key]) >= count:
-                return self.got[key]
-            time.sleep(0.01)
-        raise AssertionError(f"timed out waiting for {count} x {key} (got {len(self.got[key])})")
+        self.wait_until(lambda: len(self.got[key]) >= count, timeout,
+                        f"{count} x {key} (got {len(self.got[key])})")
+        return self.got[key]
+
+    def diagnostics_after(self, count=2, timeout=10.0):
+        """Wait for ``count`` more diagnostics reports (the node's 0.1 s status timer): what
+        was going to arrive before them has arrived. Returns the newest."""
+        seen = len(self.got["diag"])
+        self.wait_until(lambda: len(self.got["diag"]) >= seen + count, timeout,
+                        f"{count} diagnostics reports")
+        return self.got["diag"][-1]
 
     def advance(self, steps, publish_obs=False):
         for _ in range(steps):
@@ -146,16 +170,17 @@ class Harness:
         pubs = [*self.img_pubs.values(), self.js_pub, self.task_pub]
         self.wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), 10.0,
                         "the node's subscriptions")
+        self.wait_until(lambda: all(s.get_publisher_count() > 0 for s in self.listeners), 10.0,
+                        "the node's publishers")
 
     def diag_with(self, text, timeout=10.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for status in self.got["diag"]:
-                if text in status.message:
-                    return status
-            time.sleep(0.02)
-        raise AssertionError(f"no diagnostics mentioning {text!r}; last: "
-                             f"{[s.message for s in self.got['diag'][-3:]]}")
+        def mention():
+            return next((s for s in self.got["diag"] if text in s.message), None)
+
+        self.wait_until(lambda: mention() is not None, timeout,
+                        f"diagnostics mentioning {text!r}; last: "
+                        f"{[s.message for s in self.got['diag'][-3:]]}")
+        return mention()
 
     def close(self):
         self.executor.shutdown()

@@ -26,22 +26,24 @@ def test_a_policy_node_process_drives_the_simulated_arm(tmp_path):
     assert "configured" in log.read_text()  # the node's own log was kept
 
 
-def test_cpu_threads_reach_the_policy_node_as_its_parameter(monkeypatch):
+def test_cpu_threads_reach_the_policy_node_as_its_parameter():
     import itertools
 
     import pytest
 
     from snapflow_ros.apps import closed_loop
+    from snapflow_ros.apps.node_process import policy_node_command
 
-    started = []
-    monkeypatch.setattr(closed_loop.subprocess, "Popen", lambda args, **kw: started.append(args))
     for threads in (0, 2):
         params = closed_loop.node_params("map.yaml", {"num_steps": 1}, cpu_threads=threads)
-        closed_loop._policy_process("/ns", ["--ros-args", "-r", "/clock:=/ns/clock"], "ckpt",
-                                    params, None)
-        pairs = list(itertools.pairwise(started[-1]))
+        cmd = policy_node_command("/ns", {"use_sim_time": True, "inference_cpus": [0, 1],
+                                          **params}, remaps=["/clock:=/ns/clock"])
+        assert cmd[1:5] == ["-m", "snapflow_ros", "policy_node", "--ros-args"]
+        pairs = list(itertools.pairwise(cmd))
+        assert ("-r", "__ns:=/ns") in pairs and ("-r", "/clock:=/ns/clock") in pairs
         assert ("-p", f"cpu_threads:={threads}") in pairs  # 0: the node resolves auto itself
-        assert ("-p", "num_steps:=1") in pairs
+        assert ("-p", "num_steps:=1") in pairs and ("-p", "use_sim_time:=true") in pairs
+        assert ("-p", "inference_cpus:=[0,1]") in pairs
     assert closed_loop.node_params("m", {"cpu_threads": 3}, cpu_threads=1)["cpu_threads"] == 3
     with pytest.raises(ValueError, match="cpu_threads must be >= 0"):
         closed_loop.node_params("m", None, cpu_threads=-1)

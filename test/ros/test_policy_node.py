@@ -1,6 +1,5 @@
 """policy_node in-process with a tiny real policy, on sim time driven by the test (/clock)."""
 
-import time
 
 import numpy as np
 import pytest
@@ -16,10 +15,8 @@ from snapflow_ros.conversions.trajectory import trajectory_to_array
 
 def test_chunks_carry_the_observation_stamp_and_the_policys_actions(harness, runner):
     h = harness(n_action_steps=10)
-    h.activate()
-    time.sleep(0.2)  # let the clock and publishers match
-    images, state = h.publish_obs(T0)
-    time.sleep(0.1)
+    h.activate()  # returns once subscriptions and publishers are matched
+    images, state = h.publish_obs(T0)  # returns once the node took the messages
     h.advance(1)
     chunk = h.wait_for("chunk")[0]
     assert (chunk.header.stamp.sec, chunk.header.stamp.nanosec) == divmod(T0, NS)
@@ -31,9 +28,12 @@ def test_chunks_carry_the_observation_stamp_and_the_policys_actions(harness, run
     assert (first.sec, first.nanosec) == (0, DT)
 
     # per-step commands on sim time: each one is the chunk step whose period contains its stamp
-    for _ in range(9):  # step the clock until a few commands came (a loaded executor may merge
-        h.advance(1)     # two clock updates into one tick); 9 steps stay within the chunk
-        time.sleep(0.05)
+    for _ in range(9):  # step the clock until a few commands came (a loaded control thread may
+        h.advance(1)     # take two clock updates in one tick); 9 steps stay within the chunk
+        try:
+            h.wait_for("command", len(h.got["command"]) + 1, timeout=0.5)
+        except TimeoutError:
+            pass  # this tick merged into the next
         if len(h.got["command"]) >= 4:
             break
     commands = h.wait_for("command", 3)
@@ -52,9 +52,7 @@ def test_chunks_carry_the_observation_stamp_and_the_policys_actions(harness, run
 def test_stale_input_holds_and_recovers(harness):
     h = harness(n_action_steps=4, replan_lead_steps=1)
     h.activate()
-    time.sleep(0.2)
     h.publish_obs(T0)
-    time.sleep(0.1)
     h.advance(1)
     h.wait_for("chunk")
     h.advance(12)  # 0.4 s of sim time, no new inputs: older than max_obs_age_s = 0.2
@@ -63,9 +61,9 @@ def test_stale_input_holds_and_recovers(harness):
     assert len(h.got["chunk"]) == 1  # nothing new while stale
     n_commands = len(h.got["command"])
     h.advance(3)
+    h.diagnostics_after(2)  # two status reports later
     assert len(h.got["command"]) == n_commands  # the chunk is used up: hold, send nothing
     h.publish_obs(h.now)
-    time.sleep(0.1)
     h.advance(1)
     h.wait_for("chunk", 2)  # fresh input: chunks again
 
@@ -79,15 +77,12 @@ def test_stale_input_holds_and_recovers(harness):
 def test_bad_messages_hold_report_and_the_node_stays_up(harness, kwargs, reason):
     h = harness()
     h.activate()
-    time.sleep(0.2)
     h.publish_obs(T0, **kwargs)
-    time.sleep(0.1)
     h.advance(2)
     status = h.diag_with(reason)
     assert status.level == DiagnosticStatus.WARN
     assert h.got["chunk"] == []
     h.publish_obs(h.now)  # a good observation afterwards works
-    time.sleep(0.1)
     h.advance(1)
     h.wait_for("chunk")
 
@@ -95,32 +90,28 @@ def test_bad_messages_hold_report_and_the_node_stays_up(harness, kwargs, reason)
 def test_dry_run_publishes_on_debug_topics_only(harness):
     h = harness(dry_run=True)
     h.activate()
-    time.sleep(0.2)
     h.publish_obs(T0)
-    time.sleep(0.1)
     h.advance(1)
     h.wait_for("debug_chunk")
     h.advance(3)
     h.wait_for("debug_command")
-    time.sleep(0.2)
+    h.diagnostics_after(2)  # anything the real topics were to get has come by now
     assert h.got["chunk"] == [] and h.got["command"] == []
 
 
 def test_deactivate_stops_commands(harness):
     h = harness()
     h.activate()
-    time.sleep(0.2)
     h.publish_obs(T0)
-    time.sleep(0.1)
     h.advance(1)
     h.wait_for("chunk")
     h.advance(3)
     h.wait_for("command")
     assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    time.sleep(0.2)  # a tick already running when the timer was destroyed may still publish
+    h.diagnostics_after(2)  # a tick already running at deactivation may still publish
     n = len(h.got["command"])
     h.advance(5)
-    time.sleep(0.2)
+    h.diagnostics_after(2)
     assert len(h.got["command"]) == n
 
 
