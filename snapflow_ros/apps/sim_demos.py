@@ -23,7 +23,6 @@ import logging
 import shutil
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 from snapflow_ros.sim.expert import JointPlan, ReachExpert
 from snapflow_ros.sim.tasks import ReachTwoTargets
 from snapflow_ros.topic_map import ROS_TYPES, TopicMap
+from snapflow_ros.waiting import wait_until
 
 log = logging.getLogger("sim_demos")
 STATUS_TOPIC = "/episode/status"
@@ -163,11 +163,7 @@ class EpisodeRecorder(Node):
 
 def _spin_until(executor: SingleThreadedExecutor, done: Callable[[], bool], timeout_s: float,
                 what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        executor.spin_once(timeout_sec=0.01)
+    wait_until(done, timeout_s, what, step=lambda: executor.spin_once(timeout_sec=0.01))
 
 
 @dataclass

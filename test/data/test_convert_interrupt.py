@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from bagkit import make_scenario
 
 from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert, main
 from snapflow_ros.data.build_dir import OWNER, BuildDir, clean_stale
+from snapflow_ros.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,14 +35,12 @@ def _cli(bags, out, topic_map_file, *extra):
 def _wait_for(pattern_root: Path, pattern: str, proc: subprocess.Popen, limit: float = 120):
     """Poll until a file matching ``pattern`` exists under ``pattern_root`` (the conversion
     is under way); fails if the converter ended first."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if list(pattern_root.glob(pattern)):
-            return
+    def started():
         if proc.poll() is not None:
             pytest.fail(f"converter ended early: {proc.communicate()}")
-        time.sleep(0.05)
-    pytest.fail(f"no {pattern} under {pattern_root}")
+        return bool(list(pattern_root.glob(pattern)))
+
+    wait_until(started, limit, f"{pattern} under {pattern_root}", interval_s=0.05)
 
 
 @pytest.fixture(scope="module")

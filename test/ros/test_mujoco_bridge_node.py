@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 import uuid
 
 import numpy as np
@@ -25,6 +24,7 @@ from snapflow_ros.conversions.stamps import NS, fill_stamp, stamp_to_ns
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
 from snapflow_ros.sim.scene import SceneError
 from snapflow_ros.topic_map import load_topic_map
+from snapflow_ros.waiting import wait_until
 
 JOINTS = [f"joint{i}" for i in range(1, 7)]
 DEEP = 1000  # the peer keeps everything: assertions are about what the bridge sent
@@ -73,10 +73,7 @@ class Harness:
                         and self.traj.get_subscription_count() > 0, what="discovery")
 
     def spin_until(self, cond, timeout=30.0, what="condition"):
-        deadline = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            self.executor.spin_once(timeout_sec=0.01)
+        wait_until(cond, timeout, what, step=lambda: self.executor.spin_once(timeout_sec=0.01))
 
     def joint_stamps(self):
         return np.array([stamp_to_ns(m.header.stamp) for m in self.got["joints"]])

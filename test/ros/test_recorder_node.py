@@ -25,6 +25,7 @@ from snapflow_ros.data.bag_reader import BagFile, find_bags  # noqa: E402
 from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert  # noqa: E402
 from snapflow_ros.nodes.recorder_node import RecorderNode  # noqa: E402
 from snapflow_ros.topic_map import load_topic_map  # noqa: E402
+from snapflow_ros.waiting import wait_until  # noqa: E402
 
 JOINTS = ["a", "b", "c"]
 T0, MS = 5_000 * 10**9, 10**6
@@ -80,11 +81,8 @@ class Harness:
         self.peer.destroy_node()
         rclpy.shutdown(context=self.ctx)
 
-    def spin_until(self, done, timeout=10.0):
-        end = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < end, "timed out"
-            self.executor.spin_once(timeout_sec=0.01)
+    def spin_until(self, done, timeout=10.0, what="condition"):
+        wait_until(done, timeout, what, step=lambda: self.executor.spin_once(timeout_sec=0.01))
 
     def drain(self, seconds=0.3):
         end = time.monotonic() + seconds
