@@ -41,7 +41,13 @@ def pick_video_backend(name: str = "auto") -> str:
 
 def delta_timestamps(policy_config: Any, fps: float, features: Sequence[str]) -> dict:
     """Chunked keys for the dataset: ``action`` over the policy's action horizon, plus any
-    observation history longer than the current frame."""
+    observation history longer than the current frame.
+
+    Not lerobot's ``resolve_delta_timestamps``: for SmolVLA (``observation_delta_indices`` =
+    [0]) that one also queries every observation key at offset [0] (the delta path: an extra
+    time axis of length 1 and a timestamp query per video frame); a one-frame "history" is
+    the current frame, which the dataset returns anyway.
+    """
     out: dict[str, list[float]] = {}
     actions = getattr(policy_config, "action_delta_indices", None)
     if actions is None:
