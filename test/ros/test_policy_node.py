@@ -139,9 +139,6 @@ def test_parameter_validation(harness):
 
 
 def test_bad_configuration_fails_configure_and_reports(harness, topic_map_file):
-    h = harness(dtype="float32")
-    h.node.topic_map = None
-    h.node.set_parameters([Parameter("n_action_steps", value=0)])
     # a policy that reads a camera the topic map lacks
     data = yaml.safe_load(topic_map_file.read_text())
     del data["cameras"]["wrist"]
