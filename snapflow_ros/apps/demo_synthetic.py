@@ -35,6 +35,7 @@ from snapflow_ros import config_cli
 from snapflow_ros.core import SnapFlowLossConfig
 from snapflow_ros.distill.config import SamplingConfig
 from snapflow_ros.distill.metrics import mode_metrics as _mode_metrics
+from snapflow_ros.distill.state import optimizer_step
 from snapflow_ros.policies import SnapFlowSmolVLA, load_policy, save_policy
 from snapflow_ros.policies.tiny import make_smolvla
 from snapflow_ros.timing import StageTimer, percentiles
@@ -104,16 +105,17 @@ class DemoSyntheticConfig:
 
 
 def _train(policy: SnapFlowSmolVLA, steps: int, lr: float, desc: str, step_fn) -> None:
+    """AdamW at a constant ``lr``, no clipping, through the optimizer step ``distill`` takes."""
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
+    constant = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     policy.train()
     bar = tqdm(range(steps), desc=desc, file=sys.stderr, dynamic_ncols=True, disable=steps == 0,
                mininterval=0.5 if sys.stderr.isatty() else 5.0)
     for _ in bar:
         loss, info = step_fn()
-        opt.zero_grad()
         loss.backward()
-        opt.step()
+        optimizer_step(params, opt, constant, clip_norm=0.0)
         bar.set_postfix(info, refresh=False)
     policy.eval()
 

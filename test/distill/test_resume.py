@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.distill.cli import main_distill
+from snapflow_ros.waiting import wait_until
 
 # The stop falls mid-epoch (36 training frames // batch 4 = 9 batches per epoch, 2 per step),
 # with gradient accumulation and EMA on, so every piece of state matters.
@@ -93,7 +94,6 @@ def test_sigterm_checkpoints_after_the_current_step_and_the_run_resumes(tmp_path
     import signal
     import subprocess
     import sys
-    import time
 
     run = tmp_path / "run"
     args = distill_args(run, "--steps", "100000", "--save_every", "100000", "--log_every", "5",
@@ -101,10 +101,11 @@ def test_sigterm_checkpoints_after_the_current_step_and_the_run_resumes(tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "snapflow_ros", "distill", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = run / "log.jsonl"
-    deadline = time.monotonic() + 300
-    while not (log.is_file() and '"loss"' in log.read_text()):  # training has started
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
+    def training():  # a step is logged: training has started
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        return log.is_file() and '"loss"' in log.read_text()
+
+    wait_until(training, 300, "the first logged step", interval_s=0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from snapflow_ros.inference.process_runner import ProcessRunner, WorkerError, sl
 from snapflow_ros.policies import make_builtin
 from snapflow_ros.policies.runner import PolicyRunner
 from snapflow_ros.timing import StageTimer
+from snapflow_ros.waiting import wait_until
 
 SHAPES = {"front": (64, 64), "wrist": (64, 64)}
 
@@ -104,12 +104,13 @@ def test_the_worker_uses_the_requested_threads_and_dies_with_the_node():
     assert b"OMP_NUM_THREADS=1" in (proc / "environ").read_bytes().split(b"\0")
     node.kill()
     node.wait()
-    for _ in range(100):
-        if not proc.exists() or (proc / "stat").read_text().split()[2] == "Z":
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the inference worker outlived its node")
+    def gone():
+        try:
+            return (proc / "stat").read_text().split()[2] == "Z"  # a zombie: it has exited
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, 5.0, "the inference worker to die with its node")
 
 
 def test_slots_are_aligned_and_disjoint():
