@@ -37,13 +37,13 @@ from script_args import add_cpu_threads_argument
 
 from snapflow_ros.core import SnapFlowLossConfig
 from snapflow_ros.cpu_threads import apply_cpu_threads
-from snapflow_ros.policies import SnapFlowSmolVLA
+from snapflow_ros.policies import SnapFlowPolicy, wrap
 from snapflow_ros.policies.tiny import make_smolvla, random_batch
 
 VARIANTS = ("fm_lerobot", "fm_snapflow", "distill", "distill_all_cons", "distill_k10")
 
 
-def _step(policy: SnapFlowSmolVLA, batch: dict, variant: str, rep: int,
+def _step(policy: SnapFlowPolicy, batch: dict, variant: str, rep: int,
           opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
     size = batch["action"].shape[0]
     if variant == "fm_lerobot":
@@ -65,7 +65,7 @@ def _step(policy: SnapFlowSmolVLA, batch: dict, variant: str, rep: int,
 
 def measure(shape: str, batch_size: int, reps: int, warmup: int) -> dict:
     lerobot_policy, pre, _ = make_smolvla(shape, seed=0)
-    policy = SnapFlowSmolVLA(lerobot_policy)
+    policy = wrap(lerobot_policy)
     params = policy.freeze_for_snapflow()
     opt = torch.optim.AdamW(params, lr=1e-6)
     policy.train()

@@ -2,6 +2,7 @@
 
 import ast
 import configparser
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -101,7 +102,7 @@ def test_layer_imports(layer, allowed):
 # DESIGN §3 as a table: the subpackages each layer may import, besides itself and the neutral
 # top-level modules. Anything else (policies → runtime, nodes → apps, data → policies) fails.
 NEUTRAL = {"__init__", "_tools", "atomic", "config_cli", "cpu_threads", "paths", "sched_guard",
-           "timing", "topic_map"}
+           "timing", "topic_map", "waiting"}
 LAYERS = {
     "core": set(),
     "runtime": set(),
@@ -145,7 +146,8 @@ def _layer_of(path):
 def test_imports_between_layers_follow_the_design_table():
     files = sorted(PKG.rglob("*.py"))
     layers = {_layer_of(p) for p in files}
-    assert layers <= set(LAYERS) | NEUTRAL, f"layer not in the table: {layers - set(LAYERS) - NEUTRAL}"
+    unknown = layers - set(LAYERS) - NEUTRAL
+    assert not unknown, f"layer not in the table: {unknown}"
     bad = []
     for path in files:
         layer = _layer_of(path)
@@ -185,3 +187,29 @@ def test_only_nodes_and_apps_import_rclpy():
     for path in sorted(PKG.rglob("*.py")):
         if not {"nodes", "apps"} & set(path.relative_to(PKG).parts):
             assert "rclpy" not in set(_imports(path)), path
+
+
+CONCRETE_MODEL = re.compile(r"^(SnapFlow(SmolVLA|Pi0|Pi05|PI0|PI05)\w*|SmolVLA\w*|PI0\w*|PI05\w*|"
+                            r"PaliGemma\w*)$")
+
+
+def _names(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            yield node.id
+        elif isinstance(node, ast.Attribute):
+            yield node.attr
+        elif isinstance(node, ast.alias):
+            yield node.asname or node.name.split(".")[-1]
+
+
+def test_no_module_outside_policies_names_a_concrete_model_class():
+    """Tools use the policy interface (``policies.SnapFlowPolicy``, ``load_policy``, ``wrap``):
+    adding a model must not touch distill, eval, bench, the node or the apps (DESIGN §3)."""
+    named = {f"{p.relative_to(PKG)}: {name}" for p in sorted(PKG.rglob("*.py"))
+             if "policies" not in p.relative_to(PKG).parts
+             for name in _names(p) if CONCRETE_MODEL.match(name)}
+    assert not named, sorted(named)
+    # the check itself sees a concrete name where one is used
+    assert CONCRETE_MODEL.match("SnapFlowSmolVLA") and CONCRETE_MODEL.match("SmolVLAPolicy")
+    assert not CONCRETE_MODEL.match("SnapFlowPolicy")

@@ -36,7 +36,7 @@ from snapflow_ros.core import SnapFlowLossConfig
 from snapflow_ros.distill.config import SamplingConfig
 from snapflow_ros.distill.metrics import mode_metrics as _mode_metrics
 from snapflow_ros.distill.state import optimizer_step
-from snapflow_ros.policies import SnapFlowSmolVLA, load_policy, save_policy
+from snapflow_ros.policies import SnapFlowPolicy, load_policy, save_policy, wrap
 from snapflow_ros.policies.tiny import make_smolvla
 from snapflow_ros.timing import StageTimer, percentiles
 
@@ -104,7 +104,7 @@ class DemoSyntheticConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def _train(policy: SnapFlowSmolVLA, steps: int, lr: float, desc: str, step_fn) -> None:
+def _train(policy: SnapFlowPolicy, steps: int, lr: float, desc: str, step_fn) -> None:
     """AdamW at a constant ``lr``, no clipping, through the optimizer step ``distill`` takes."""
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -133,8 +133,8 @@ def run(args: DemoSyntheticConfig) -> dict[str, Any]:
         # loss on padding)
         max_state_dim=4, max_action_dim=4,
     )
-    policy = SnapFlowSmolVLA(lerobot_policy, default_num_steps=10, sampler="euler",
-                             teacher={"source": "smolvla-tiny (demo)", "num_steps": 10})
+    policy = wrap(lerobot_policy, default_num_steps=10, sampler="euler",
+                  teacher={"source": "smolvla-tiny (demo)", "num_steps": 10})
     task = TwoTargetTask(args.chunk_size, 4, policy.image_keys)
     log.info("tiny SmolVLA: %.2f M parameters, chunk %d × %d", sum(
         p.numel() for p in policy.parameters()) / 1e6, args.chunk_size, 4)

@@ -2,7 +2,7 @@
 
 Users bring their own fine-tuned policy (``lerobot-train``); the closed-loop demo needs one
 built from scratch in minutes, so this trains a tiny random-initialised lerobot SmolVLA with
-lerobot's own flow-matching loss (``SmolVLAPolicy.forward``) and saves it as a plain LeRobot
+lerobot's own flow-matching loss (the policy's ``forward``) and saves it as a plain LeRobot
 policy directory with its processors: exactly what ``distill`` takes as a teacher.
 
 The policy's features come from the dataset (cameras, state and action sizes); state and
@@ -25,14 +25,16 @@ from snapflow_ros.cpu_threads import apply_cpu_threads
 from snapflow_ros.distill.data import InMemoryDataset, open_dataset
 from snapflow_ros.distill.state import optimizer_step
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla_config
+from snapflow_ros.policies.tiny import cached_smolvlm_dir, make_smolvla, make_smolvla_config
 from snapflow_ros.topic_map import IMAGE_PREFIX
 
 log = logging.getLogger(__name__)
 
 
-def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps: int) -> Any:
-    """A tiny ``SmolVLAConfig`` whose inputs and outputs match a dataset's ``features``."""
+def teacher_shape(features: dict[str, Any], *, chunk_size: int, n_action_steps: int
+                  ) -> dict[str, Any]:
+    """The tiny teacher's config arguments (``policies.tiny``) that match a dataset's
+    ``features``: its cameras, state and action sizes, image size, chunking."""
     cameras = [k.removeprefix(IMAGE_PREFIX) for k in features if k.startswith(IMAGE_PREFIX)]
     if not cameras or "observation.state" not in features or "action" not in features:
         raise ValueError(f"the dataset needs camera images, observation.state and action; it "
@@ -40,10 +42,10 @@ def teacher_config(features: dict[str, Any], *, chunk_size: int, n_action_steps:
     height, width = features[IMAGE_PREFIX + cameras[0]]["shape"][:2]
     state_dim = int(features["observation.state"]["shape"][0])
     action_dim = int(features["action"]["shape"][0])
-    return make_smolvla_config(
-        cached_smolvlm_dir("tiny"), "tiny", cameras=cameras, state_dim=state_dim,
-        action_dim=action_dim, chunk_size=chunk_size, n_action_steps=n_action_steps,
-        image_hw=(int(height), int(width)), max_state_dim=state_dim, max_action_dim=action_dim)
+    return {"cameras": cameras, "state_dim": state_dim, "action_dim": action_dim,
+            "chunk_size": chunk_size, "n_action_steps": n_action_steps,
+            "image_hw": (int(height), int(width)), "max_state_dim": state_dim,
+            "max_action_dim": action_dim}
 
 
 def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int = 1500,
@@ -57,19 +59,15 @@ def train_teacher(dataset_root: str | Path, out_dir: str | Path, *, steps: int =
     Returns ``out_dir``.
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
     threads = apply_cpu_threads(cpu_threads, reserved=1)  # 1: the main thread's batching
 
     meta = LeRobotDatasetMetadata(f"local/{Path(dataset_root).name}", root=dataset_root)
-    config = teacher_config(meta.features, chunk_size=chunk_size, n_action_steps=n_action_steps)
+    shape = teacher_shape(meta.features, chunk_size=chunk_size, n_action_steps=n_action_steps)
+    config = make_smolvla_config(cached_smolvlm_dir("tiny"), "tiny", **shape)
     dataset = open_dataset(dataset_root, None, config)
     frames = InMemoryDataset(dataset, range(len(dataset)), max_bytes=8e9, progress=progress)
-    torch.manual_seed(seed)
-    with quiet_stdout():
-        policy = SmolVLAPolicy(config)
-    pre, post = make_smolvla_pre_post_processors(config, dataset_stats=meta.stats)
+    policy, pre, post = make_smolvla("tiny", seed=seed, stats=meta.stats, **shape)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=1e-10)
     sched = torch.optim.lr_scheduler.LambdaLR(

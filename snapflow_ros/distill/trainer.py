@@ -1,6 +1,6 @@
 """The SnapFlow distillation loop over a LeRobot dataset (single process or HF accelerate).
 
-Written against the policy's SnapFlow methods (``DistillablePolicy``), never a model's
+Written against the policy interface (``policies.SnapFlowPolicy``), never a model's
 internals, so every adapter ``policies.load_policy`` returns (SmolVLA now, pi0/pi0.5 later)
 distils with the same code. Per optimizer step and process::
 
@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,21 +43,6 @@ from snapflow_ros.policies.device import resolve_device, resolve_dtype
 log = logging.getLogger(__name__)
 #: Cores ``cpu_threads`` = 0 (auto) leaves free: the data loader / main thread.
 TRAINER_RESERVED = 1
-
-
-class DistillablePolicy(Protocol):
-    """What the trainer and the eval use of a policy adapter (``SnapFlowSmolVLA`` has it)."""
-
-    config: Any  # the lerobot PreTrainedConfig: features, chunk_size, action_delta_indices
-    teacher: dict[str, Any]  # provenance, saved in the sidecar
-    device: torch.device
-
-    def freeze_for_snapflow(self) -> list[nn.Parameter]: ...
-    def snapflow_loss(self, batch: dict[str, Any], config: SnapFlowLossConfig | None = None, *,
-                      generator: torch.Generator | None = None) -> SnapFlowLossOutput: ...
-    def set_sampling(self, num_steps: int, sampler: str = "snap") -> None: ...
-    def noise_like(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor: ...
-    def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor: ...
 
 
 class LossModule(nn.Module):

@@ -5,8 +5,9 @@ A SnapFlow checkpoint is a LeRobot policy directory plus a small sidecar::
     config.json, model.safetensors          lerobot's own (``PreTrainedPolicy.save_pretrained``)
     policy_preprocessor*.json/.safetensors  lerobot's processors (normalisation stats, tokenizer)
     policy_postprocessor*...
-    vlm/                                    the VLM config + tokenizer + processor files, so the
-                                            directory loads offline anywhere (SmolVLA reads them)
+    (adapter files)                         what the adapter needs besides lerobot's files, e.g.
+                                            SmolVLA's vlm/ (VLM config + tokenizer + processor):
+                                            the directory loads offline anywhere
     snapflow.json                           sidecar: φ config, default step count and sampler,
                                             teacher provenance
     snapflow_phi.safetensors                φ's weights
@@ -31,16 +32,14 @@ from snapflow_ros import __version__
 from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.core import TargetTimeEmbedding, TargetTimeEmbeddingConfig
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
+from snapflow_ros.policies.base import SnapFlowPolicy
+from snapflow_ros.policies.registry import ADAPTERS, FLOW_MATCHING_TYPES, adapter_class
 
 SIDECAR = "snapflow.json"
 PHI_WEIGHTS = "snapflow_phi.safetensors"
-VLM_DIR = "vlm"
 FORMAT = "snapflow_ros.checkpoint/1"
-
-#: lerobot policy types that are flow-matching VLAs, and the ones with a SnapFlow adapter.
-FLOW_MATCHING_TYPES = ("smolvla", "pi0", "pi05")
-SUPPORTED_TYPES = ("smolvla",)
+#: The lerobot policy types with a SnapFlow adapter.
+SUPPORTED_TYPES = tuple(ADAPTERS)
 
 
 class CheckpointError(ValueError):
@@ -51,7 +50,7 @@ class CheckpointError(ValueError):
 class LoadedPolicy:
     """A SnapFlow policy with the processors saved beside it (None when there were none)."""
 
-    policy: SnapFlowSmolVLA
+    policy: SnapFlowPolicy
     preprocessor: Any | None
     postprocessor: Any | None
     path: Path | None  # None for built-in models
@@ -113,44 +112,13 @@ def read_policy_type(directory: Path) -> str:
     return str(policy_type)
 
 
-def _load_smolvla(directory: Path, device: str) -> tuple[Any, Path | None]:
-    from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-    from safetensors import safe_open
-
-    config = PreTrainedConfig.from_pretrained(directory)
-    bundled = directory / VLM_DIR
-    vlm_dir = bundled if (bundled / "config.json").is_file() else None
-    if vlm_dir is not None:
-        config.vlm_model_name = str(vlm_dir)
-    config.load_vlm_weights = False  # every weight comes from model.safetensors
-    config.device = device
-    try:
-        with quiet_stdout():
-            policy = SmolVLAPolicy.from_pretrained(directory, config=config)
-    except RuntimeError as err:  # shape mismatches between config.json and the weights
-        raise CheckpointError(
-            f"'{directory}/model.safetensors' does not match its config.json: {err}"
-        ) from err
-    with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
-        stored = set(f.keys())
-    missing = sorted(k for k in policy.state_dict() if k not in stored and "lm_head" not in k)
-    if missing:
-        raise CheckpointError(
-            f"'{directory}/model.safetensors' does not match this SmolVLA config: "
-            f"{len(missing)} weights missing, e.g. {missing[:3]}"
-        )
-    return policy, vlm_dir
-
-
-def _load_processors(directory: Path, config: Any, vlm_dir: Path | None, device: str) -> tuple:
+def _load_processors(directory: Path, config: Any, adapter_overrides: dict[str, Any],
+                     device: str) -> tuple:
     if not (directory / "policy_preprocessor.json").is_file():
         return None, None
     from lerobot.policies.factory import make_pre_post_processors
 
-    overrides: dict[str, Any] = {"device_processor": {"device": device}}
-    if vlm_dir is not None:
-        overrides["tokenizer_processor"] = {"tokenizer_name": str(vlm_dir)}
+    overrides: dict[str, Any] = {"device_processor": {"device": device}, **adapter_overrides}
     return make_pre_post_processors(
         config, pretrained_path=str(directory), preprocessor_overrides=overrides
     )
@@ -172,12 +140,12 @@ def load_policy(
         sampler: override the sampler ("snap" for SnapFlow, "euler" for teachers).
     """
     directory = resolve_checkpoint(path_or_id)
-    read_policy_type(directory)
+    adapter = adapter_class(read_policy_type(directory))
     sidecar_path = directory / SIDECAR
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else None
-    lerobot_policy, vlm_dir = _load_smolvla(directory, device)
+    lerobot_policy, overrides = adapter.load_lerobot(directory, device)
     if sidecar is None:
-        policy = SnapFlowSmolVLA(
+        policy = adapter(
             lerobot_policy,
             default_num_steps=int(lerobot_policy.config.num_steps),
             sampler="euler",
@@ -193,7 +161,7 @@ def load_policy(
 
         phi = TargetTimeEmbedding(TargetTimeEmbeddingConfig.from_dict(sidecar["phi"]))
         phi.load_state_dict(load_file(str(directory / PHI_WEIGHTS)))
-        policy = SnapFlowSmolVLA(
+        policy = adapter(
             lerobot_policy,
             phi,
             default_num_steps=int(sidecar["default_num_steps"]),
@@ -203,12 +171,12 @@ def load_policy(
     policy.to(device).eval()
     if num_steps is not None or sampler is not None:
         policy.set_sampling(num_steps or policy.default_num_steps, sampler or policy.sampler)
-    pre, post = _load_processors(directory, lerobot_policy.config, vlm_dir, device)
+    pre, post = _load_processors(directory, lerobot_policy.config, overrides, device)
     return LoadedPolicy(policy, pre, post, directory, is_snapflow=sidecar is not None)
 
 
 def save_policy(
-    policy: SnapFlowSmolVLA,
+    policy: SnapFlowPolicy,
     directory: str | Path,
     *,
     preprocessor: Any | None = None,
@@ -235,9 +203,7 @@ def save_policy(
         for processor in (preprocessor, postprocessor):
             if processor is not None:
                 processor.save_pretrained(tmp)
-        vlm = policy.policy.model.vlm_with_expert
-        vlm.config.save_pretrained(tmp / VLM_DIR)
-        vlm.processor.save_pretrained(tmp / VLM_DIR)
+        policy.save_extra(tmp)
         save_file({k: v.detach().cpu().contiguous() for k, v in policy.phi.state_dict().items()},
                   str(tmp / PHI_WEIGHTS))
         sidecar = {

@@ -7,24 +7,24 @@ import difflib
 from pathlib import Path
 
 from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy, load_policy
-from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
-from snapflow_ros.policies.tiny import make_smolvla
+from snapflow_ros.policies.registry import BUILTINS, builtin_builder, wrap
 
-#: Built-in random-weight teachers (offline): name -> tiny.py shape.
-BUILTIN_POLICIES = {"smolvla-tiny": "tiny", "smolvla-full": "full"}
+#: Built-in random-weight teachers (offline), by name (``registry.BUILTINS``).
+BUILTIN_POLICIES = tuple(BUILTINS)
 
 
 def make_builtin(name: str, *, device: str = "cpu", seed: int = 0) -> LoadedPolicy:
-    """A built-in random-weight SmolVLA teacher wrapped for SnapFlow (10-step Euler default)."""
+    """A built-in random-weight teacher wrapped for SnapFlow (10-step Euler default)."""
     if name not in BUILTIN_POLICIES:
         close = difflib.get_close_matches(name, BUILTIN_POLICIES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"unknown built-in policy {name!r} (built-ins: {', '.join(BUILTIN_POLICIES)}){hint}"
         )
-    lerobot_policy, pre, post = make_smolvla(BUILTIN_POLICIES[name], seed=seed, device=device)
+    _, build, shape = builtin_builder(name)
+    lerobot_policy, pre, post = build(shape, seed=seed, device=device)
     steps = int(lerobot_policy.config.num_steps)
-    policy = SnapFlowSmolVLA(
+    policy = wrap(
         lerobot_policy,
         default_num_steps=steps,
         sampler="euler",

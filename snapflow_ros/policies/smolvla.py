@@ -28,33 +28,22 @@ SnapFlow checkpoints); ``sampler="euler"`` is the teacher's Euler loop with s = 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from snapflow_ros.core import (
-    SnapFlowLossConfig,
-    SnapFlowLossOutput,
-    TargetTimeEmbedding,
-    TargetTimeEmbeddingConfig,
-    euler_sample,
-    route_to_fm,
-    sample_fm_time,
-    snap_sample,
-    snapflow_loss,
-)
-from snapflow_ros.timing import StageTimer
-
-Sampler = Literal["snap", "euler"]
-SAMPLERS: tuple[str, ...] = ("snap", "euler")
+from snapflow_ros.core import TargetTimeEmbedding
+from snapflow_ros.policies._quiet import quiet_stdout
+from snapflow_ros.policies.base import Sampler, SnapFlowPolicy
 
 OBS_STATE = "observation.state"
 ACTION = "action"
-ACTION_IS_PAD = "action_is_pad"
+#: The VLM's config + tokenizer + processor files inside a checkpoint directory, so that it
+#: loads offline anywhere (SmolVLA reads them at construction).
+VLM_DIR = "vlm"
 LANG_TOKENS = "observation.language.tokens"
 LANG_MASK = "observation.language.attention_mask"
 _EMPTY_CAMERA = "observation.images.empty_camera_"
@@ -78,27 +67,10 @@ class SmolVLAPrefix:
         return SmolVLAPrefix(self.pad_masks[index], kv)
 
 
-class SmolVLAField:
-    """F(x, t, s) for one encoded prefix; ``rows`` restricts it to a subset of the batch."""
+class SnapFlowSmolVLA(SnapFlowPolicy):
+    """lerobot's ``SmolVLAPolicy`` under SnapFlow (see the module docstring).
 
-    def __init__(self, owner: SnapFlowSmolVLA, prefix: SmolVLAPrefix, timer: StageTimer | None):
-        self._owner, self.prefix, self._timer = owner, prefix, timer
-
-    def __call__(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        if self._timer is None:
-            return self._owner.velocity(self.prefix, x, t, s)
-        with self._timer.stage("expert"):
-            return self._owner.velocity(self.prefix, x, t, s)
-
-    def rows(self, index: Tensor) -> SmolVLAField:
-        return SmolVLAField(self._owner, self.prefix.rows(index), self._timer)
-
-
-class SnapFlowSmolVLA(nn.Module):
-    """A lerobot ``SmolVLAPolicy`` extended with SnapFlow's target-time embedding φ.
-
-    Batches are lerobot batches *after* the policy's preprocessor (normalised, tokenised,
-    batched): ``observation.images.<cam>`` (B, 3, H, W) in [0, 1], ``observation.state``
+    Batches: ``observation.images.<cam>`` (B, 3, H, W) in [0, 1], ``observation.state``
     (B, S), language tokens/mask, and for training ``action`` (B, H, A) chunks.
     """
 
@@ -114,7 +86,6 @@ class SnapFlowSmolVLA(nn.Module):
         teacher: dict[str, Any] | None = None,
         phi_seed: int = 0,
     ) -> None:
-        super().__init__()
         config = policy.config
         if getattr(config, "type", None) != "smolvla":
             raise TypeError(f"expected a lerobot SmolVLAPolicy, got {type(policy).__name__}")
@@ -124,56 +95,21 @@ class SnapFlowSmolVLA(nn.Module):
                 "the robot's own joint space instead"
             )
         config.use_cache = True  # the prefix KV cache is how SnapFlow shares the prefix
-        self.policy = policy
-        model = policy.model
-        if phi is None:
-            phi_config = TargetTimeEmbeddingConfig(
-                width=model.vlm_with_expert.expert_hidden_size,
-                min_period=config.min_period,
-                max_period=config.max_period,
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(phi_seed)  # reproducible fc1 init; fc2 is zero anyway
-                phi = TargetTimeEmbedding(phi_config)
-        width = model.action_time_mlp_in.in_features // 2
-        if phi.config.width != width:
-            raise ValueError(
-                f"target-time embedding width {phi.config.width} does not match this SmolVLA's "
-                f"time embedding width {width}"
-            )
-        self.phi = phi.to(next(model.action_time_mlp_in.parameters()).device)
-        self.set_sampling(default_num_steps, sampler)
-        self.teacher = dict(teacher or {})
-        self._target_time: tuple[Tensor, Tensor] | None = None
-        self._hook = model.action_time_mlp_in.register_forward_pre_hook(self._add_target_time)
+        super().__init__(policy, phi, default_num_steps=default_num_steps, sampler=sampler,
+                         teacher=teacher, phi_seed=phi_seed)
+        time_mlp = policy.model.action_time_mlp_in
+        self._hook = time_mlp.register_forward_pre_hook(self._add_target_time)
 
     # -- configuration -------------------------------------------------------------------
 
-    @property
-    def config(self) -> Any:
-        """The lerobot ``SmolVLAConfig``."""
-        return self.policy.config
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.policy.parameters()).device
-
-    @property
-    def action_dim(self) -> int:
-        return int(self.config.action_feature.shape[0])
+    def time_embedding_width(self) -> int:
+        """SmolVLA fuses cat([action_emb, time_emb]): the time half of the MLP's input."""
+        return int(self.policy.model.action_time_mlp_in.in_features // 2)
 
     @property
     def image_keys(self) -> list[str]:
         """The camera features the policy reads (lerobot's auto-added empty cameras excluded)."""
         return [k for k in self.config.image_features if not k.startswith(_EMPTY_CAMERA)]
-
-    def set_sampling(self, num_steps: int, sampler: Sampler = "snap") -> None:
-        """Default step count and sampler used by ``sample`` when none is given."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        self.default_num_steps, self.sampler = int(num_steps), sampler
 
     def to_runtime(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         """Move to ``device`` and run the VLM and action expert in ``dtype`` (bf16 on CUDA).
@@ -206,29 +142,20 @@ class SnapFlowSmolVLA(nn.Module):
 
     def _add_target_time(self, module: nn.Module, args: tuple[Tensor, ...]) -> Any:
         """Pre-hook on ``action_time_mlp_in``: its input is cat([action_emb, time_emb])."""
-        if self._target_time is None:
-            return None
         (fused,) = args
+        phi = self.target_time(fused.dtype)
+        if phi is None:
+            return None
         width = fused.shape[-1] // 2
-        phi = self.phi(*self._target_time).to(fused.dtype)[:, None, :]
-        return (torch.cat([fused[..., :width], fused[..., width:] + phi], dim=-1),)
+        return (torch.cat([fused[..., :width], fused[..., width:] + phi[:, None, :]], dim=-1),)
 
-    @contextlib.contextmanager
-    def _with_target_time(self, t: Tensor, s: Tensor) -> Iterator[None]:
-        self._target_time = (t, s)
-        try:
-            yield
-        finally:
-            self._target_time = None
+    def expert_pass(self, prefix: SmolVLAPrefix, x: Tensor, t: Tensor) -> Tensor:
+        """lerobot's ``denoise_step`` over the cached prefix, (B, H, 32)."""
+        return self.policy.model.denoise_step(prefix.pad_masks, prefix.kv_cache, x, t)
 
-    def velocity(self, prefix: SmolVLAPrefix, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        """F(x, t, s | prefix): one action-expert pass over the cached prefix, (B, H, 32)."""
-        with self._with_target_time(t, s):
-            return self.policy.model.denoise_step(prefix.pad_masks, prefix.kv_cache, x, t)
-
-    def field(self, prefix: SmolVLAPrefix, timer: StageTimer | None = None) -> SmolVLAField:
-        """The velocity field F(·, ·, · | prefix) as a core ``VelocityFn``."""
-        return SmolVLAField(self, prefix, timer)
+    def prepare_action(self, batch: dict[str, Any]) -> Tensor:
+        """lerobot's padded action targets (B, chunk_size, max_action_dim)."""
+        return self.policy.prepare_action(batch)
 
     # -- inputs and prefix ---------------------------------------------------------------
 
@@ -286,83 +213,46 @@ class SnapFlowSmolVLA(nn.Module):
         )
         return SmolVLAPrefix(pad_masks, kv_cache)
 
-    # -- inference -----------------------------------------------------------------------
+    # -- checkpoint I/O ------------------------------------------------------------------
 
-    def noise_like(self, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
-        """ε ~ N(0, I) of shape (B, chunk_size, max_action_dim) on the policy's device."""
-        shape = (batch_size, self.config.chunk_size, self.config.max_action_dim)
-        return torch.randn(shape, generator=generator).to(self.device)
+    @classmethod
+    def load_lerobot(cls, directory: Path, device: str) -> tuple[nn.Module, dict[str, Any]]:
+        """``SmolVLAPolicy`` from ``directory`` (its bundled ``vlm/`` when present, so nothing
+        is downloaded); every weight must be in model.safetensors."""
+        from lerobot.configs.policies import PreTrainedConfig
+        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+        from safetensors import safe_open
 
-    @torch.no_grad()
-    def sample(
-        self,
-        batch: dict[str, Any],
-        *,
-        noise: Tensor | None = None,
-        num_steps: int | None = None,
-        sampler: Sampler | None = None,
-        timer: StageTimer | None = None,
-    ) -> Tensor:
-        """Normalised, padded action chunks (B, chunk_size, max_action_dim).
+        from snapflow_ros.policies.checkpoint import CheckpointError
 
-        Runs one prefix pass and ``num_steps`` expert passes (default: the checkpoint's).
-        """
-        num_steps = num_steps or self.default_num_steps
-        sampler = sampler or self.sampler
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        self.eval()
-        with timer.stage("prefix") if timer else contextlib.nullcontext():
-            prefix = self.encode_prefix(batch)
-        if noise is None:
-            noise = self.noise_like(prefix.batch_size)
-        field = self.field(prefix, timer)
-        if sampler == "euler":
-            return euler_sample(field, noise, num_steps)
-        return snap_sample(field, noise, num_steps)
+        config = PreTrainedConfig.from_pretrained(directory)
+        bundled = directory / VLM_DIR
+        vlm_dir = bundled if (bundled / "config.json").is_file() else None
+        if vlm_dir is not None:
+            config.vlm_model_name = str(vlm_dir)
+        config.load_vlm_weights = False  # every weight comes from model.safetensors
+        config.device = device
+        try:
+            with quiet_stdout():
+                policy = SmolVLAPolicy.from_pretrained(directory, config=config)
+        except RuntimeError as err:  # shape mismatches between config.json and the weights
+            raise CheckpointError(
+                f"'{directory}/model.safetensors' does not match its config.json: {err}"
+            ) from err
+        with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
+            stored = set(f.keys())
+        missing = sorted(k for k in policy.state_dict() if k not in stored and "lm_head" not in k)
+        if missing:
+            raise CheckpointError(
+                f"'{directory}/model.safetensors' does not match this SmolVLA config: "
+                f"{len(missing)} weights missing, e.g. {missing[:3]}"
+            )
+        overrides = {} if vlm_dir is None else {
+            "tokenizer_processor": {"tokenizer_name": str(vlm_dir)}}
+        return policy, overrides
 
-    def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
-        """Like lerobot's: normalised chunks cut to the action dim, (B, chunk_size, A).
-
-        Keyword arguments go to ``sample``. Feed the result to the postprocessor to unnormalise.
-        """
-        return self.sample(batch, **kwargs)[:, :, : self.action_dim]
-
-    # -- training ------------------------------------------------------------------------
-
-    def snapflow_loss(
-        self,
-        batch: dict[str, Any],
-        config: SnapFlowLossConfig | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        noise: Tensor | None = None,
-        time: Tensor | None = None,
-        fm_mask: Tensor | None = None,
-    ) -> SnapFlowLossOutput:
-        """SnapFlow loss on one batch: the prefix is encoded once and shared by all passes.
-
-        ``noise``, ``time`` and ``fm_mask`` default to fresh draws (from ``generator`` when
-        given): ε ~ N(0, I), t ~ 0.999·Beta(1.5, 1) + 0.001, FM routing with probability α.
-        """
-        config = config or SnapFlowLossConfig()
-        self.check_batch(batch, need_actions=True)
-        prefix = self.encode_prefix(batch)
-        actions = self.policy.prepare_action(batch)
-        batch_size = actions.shape[0]
-        if noise is None:
-            noise = self.noise_like(batch_size, generator)
-        if time is None:
-            time = sample_fm_time(batch_size, generator=generator).to(self.device)
-        if fm_mask is None:
-            fm_mask = route_to_fm(batch_size, config.alpha, generator=generator).to(self.device)
-        pad = batch.get(ACTION_IS_PAD)
-        return snapflow_loss(
-            self.field(prefix),
-            actions,
-            noise=noise,
-            time=time,
-            fm_mask=fm_mask,
-            config=config,
-            valid=None if pad is None else ~pad.bool(),
-        )
+    def save_extra(self, directory: Path) -> None:
+        """The VLM's config, tokenizer and processor files (``vlm/``): offline loading."""
+        vlm = self.policy.model.vlm_with_expert
+        vlm.config.save_pretrained(directory / VLM_DIR)
+        vlm.processor.save_pretrained(directory / VLM_DIR)

@@ -6,8 +6,9 @@ import shutil
 import pytest
 import torch
 
-from snapflow_ros.policies import CheckpointError, SnapFlowSmolVLA, load_policy, save_policy
+from snapflow_ros.policies import CheckpointError, load_policy, save_policy
 from snapflow_ros.policies.checkpoint import PHI_WEIGHTS, SIDECAR
+from snapflow_ros.policies.smolvla import SnapFlowSmolVLA
 from snapflow_ros.policies.tiny import make_smolvla, random_batch, random_observation
 
 
