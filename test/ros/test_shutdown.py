@@ -33,6 +33,8 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from trajectory_msgs.msg import JointTrajectory
 
+from snapflow_ros.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 1.0
 FORBIDDEN = ("Traceback", "FATAL", "[ERROR]", "Failed to publish")
@@ -241,15 +243,31 @@ def test_sim_demos_stops_and_keeps_only_whole_episodes(tmp_path, pattern):
 def test_ctrl_c_during_start_up_is_a_clean_exit(tool, tmp_path):
     """Ctrl-C (twice, as under ros2 launch) at points spread over imports, rclpy.init, node
     construction (the bridge publishes its first frame there) and the first spin: no
-    ``[FATAL] Failed to publish``, no traceback, exit 0."""
+    ``[FATAL] Failed to publish``, no traceback, exit 0.
+
+    The delays count from the moment rclpy's extension is loaded: the package's signal
+    handling is installed before that import (nodes/entry.py). A Ctrl-C that lands earlier,
+    while the interpreter itself still starts (``site``), is Python's own traceback, before any
+    code of ours runs (with PYTHONDONTWRITEBYTECODE=1 that start can take over 0.6 s)."""
     args = {"mujoco_bridge": ["-p", "mode:=lockstep"],
             "record": ["-p", "autostart:=true", "-p", f"output_dir:={tmp_path}"],
             "policy_node": ["-p", "policy_path:=smolvla-tiny", "-p", "device:=cpu"]}[tool]
-    delays = (0.6, 1.5, 3.0) if tool == "policy_node" else (0.15, 0.3, 0.45, 0.6, 0.8)
+    delays = (0.0, 0.8, 2.0) if tool == "policy_node" else (0.0, 0.1, 0.25, 0.4, 0.6)
     for delay in delays:
         node = NodeProcess(tool, ["-r", f"__ns:={_ns()}", *args])
-        time.sleep(delay)
+        maps = Path(f"/proc/{node.proc.pid}/maps")
+        wait_until(lambda m=maps, p=node.proc: p.poll() is not None or "rclpy" in _read_maps(m),
+                   120.0,
+                   f"{tool} to load rclpy")
+        time.sleep(delay)  # a point in the start-up, by design: no event to wait for
         _stop([node], "ctrl-c")
+
+
+def _read_maps(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the process is gone
+        return ""
 
 
 @pytest.mark.slow
