@@ -55,7 +55,7 @@ class PolicyRunner:
 
     @property
     def state_dim(self) -> int:
-        return int(self.policy.config.robot_state_feature.shape[0])
+        return self.policy.state_dim
 
     @property
     def action_dim(self) -> int:
@@ -63,7 +63,7 @@ class PolicyRunner:
 
     @property
     def chunk_size(self) -> int:
-        return int(self.policy.config.chunk_size)
+        return self.policy.chunk_size
 
     @property
     def n_action_steps(self) -> int:
