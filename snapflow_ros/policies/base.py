@@ -46,6 +46,13 @@ SAMPLERS: tuple[str, ...] = ("snap", "euler")
 ACTION_IS_PAD = "action_is_pad"
 
 
+def teacher_num_steps(config: Any) -> int:
+    """The lerobot policy's own denoising step count (SmolVLA ``num_steps``, pi0/pi0.5
+    ``num_inference_steps``)."""
+    steps = getattr(config, "num_steps", None) or getattr(config, "num_inference_steps", None)
+    return int(steps or 10)
+
+
 class Prefix(Protocol):
     """An encoded observation prefix (e.g. a KV cache) for a batch."""
 

@@ -32,7 +32,7 @@ from snapflow_ros import __version__
 from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.core import TargetTimeEmbedding, TargetTimeEmbeddingConfig
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.base import SnapFlowPolicy
+from snapflow_ros.policies.base import SnapFlowPolicy, teacher_num_steps
 from snapflow_ros.policies.registry import ADAPTERS, FLOW_MATCHING_TYPES, adapter_class
 
 SIDECAR = "snapflow.json"
@@ -145,11 +145,12 @@ def load_policy(
     sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else None
     lerobot_policy, overrides = adapter.load_lerobot(directory, device)
     if sidecar is None:
+        steps = teacher_num_steps(lerobot_policy.config)
         policy = adapter(
             lerobot_policy,
-            default_num_steps=int(lerobot_policy.config.num_steps),
+            default_num_steps=steps,
             sampler="euler",
-            teacher={"source": str(path_or_id), "num_steps": int(lerobot_policy.config.num_steps)},
+            teacher={"source": str(path_or_id), "num_steps": steps},
         )
     else:
         if sidecar.get("format") != FORMAT:

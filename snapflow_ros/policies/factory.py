@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from snapflow_ros.policies.base import teacher_num_steps
 from snapflow_ros.policies.checkpoint import CheckpointError, LoadedPolicy, load_policy
 from snapflow_ros.policies.registry import BUILTINS, builtin_builder, wrap
 
@@ -23,12 +24,12 @@ def make_builtin(name: str, *, device: str = "cpu", seed: int = 0) -> LoadedPoli
         )
     _, build, shape = builtin_builder(name)
     lerobot_policy, pre, post = build(shape, seed=seed, device=device)
-    steps = int(lerobot_policy.config.num_steps)
+    steps = teacher_num_steps(lerobot_policy.config)
     policy = wrap(
         lerobot_policy,
         default_num_steps=steps,
         sampler="euler",
-        teacher={"source": name, "num_steps": steps, "seed": seed},
+        teacher={"source": name, "num_steps": steps, "seed": seed, "shape": shape},
     )
     policy.to(device).eval()
     return LoadedPolicy(policy, pre, post, path=None, is_snapflow=False)

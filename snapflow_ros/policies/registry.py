@@ -16,11 +16,15 @@ FLOW_MATCHING_TYPES = ("smolvla", "pi0", "pi05")
 #: lerobot policy type → "module:class" of its SnapFlow adapter.
 ADAPTERS: dict[str, str] = {
     "smolvla": "snapflow_ros.policies.smolvla:SnapFlowSmolVLA",
+    "pi0": "snapflow_ros.policies.pi:SnapFlowPi0",
+    "pi05": "snapflow_ros.policies.pi:SnapFlowPi05",
 }
 #: built-in random-weight teachers (offline): name → (policy type, "module:builder", shape).
 BUILTINS: dict[str, tuple[str, str, str]] = {
     "smolvla-tiny": ("smolvla", "snapflow_ros.policies.tiny:make_smolvla", "tiny"),
     "smolvla-full": ("smolvla", "snapflow_ros.policies.tiny:make_smolvla", "full"),
+    "pi0-tiny": ("pi0", "snapflow_ros.policies.tiny_pi:make_pi0", "tiny"),
+    "pi05-tiny": ("pi05", "snapflow_ros.policies.tiny_pi:make_pi05", "tiny"),
 }
 
 

@@ -146,9 +146,35 @@ def test_policy_that_is_not_flow_matching(tmp_path):
         load_policy(_write_config(tmp_path / "c", {"type": "act"}))
 
 
-def test_flow_matching_policy_without_adapter_yet(tmp_path):
-    with pytest.raises(CheckpointError, match="'pi05' policy; its SnapFlow adapter"):
-        load_policy(_write_config(tmp_path / "c", {"type": "pi05"}))
+def test_every_flow_matching_type_has_an_adapter_and_pi0_fast_is_refused(tmp_path):
+    from snapflow_ros.policies.checkpoint import SUPPORTED_TYPES
+    from snapflow_ros.policies.registry import FLOW_MATCHING_TYPES
+
+    assert set(SUPPORTED_TYPES) == set(FLOW_MATCHING_TYPES) == {"smolvla", "pi0", "pi05"}
+    with pytest.raises(CheckpointError, match="'pi0_fast' policy, which is not a flow-matching"):
+        load_policy(_write_config(tmp_path / "c", {"type": "pi0_fast"}))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_policy(_write_config(tmp_path / "d", {"type": "pi05"}))
+
+
+@pytest.mark.parametrize("name", ["pi0-tiny", "pi05-tiny"])
+def test_a_pi_checkpoint_missing_weights_is_refused_not_left_random(tmp_path, name):
+    """lerobot's own pi0/pi0.5 from_pretrained keeps random weights when keys do not match;
+    loading through snapflow_ros names the missing weights instead."""
+    from safetensors.torch import load_file, save_file
+
+    from snapflow_ros.policies import make_builtin
+
+    loaded = make_builtin(name)
+    save_policy(loaded.policy, tmp_path / "ckpt", preprocessor=loaded.preprocessor,
+                postprocessor=loaded.postprocessor)
+    assert load_policy(tmp_path / "ckpt").policy.policy_type == loaded.policy.policy_type
+    weights = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    dropped = next(k for k in weights if "action_out_proj.weight" in k)
+    del weights[dropped]
+    save_file(weights, str(tmp_path / "ckpt" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"1 weights missing .*action_out_proj"):
+        load_policy(tmp_path / "ckpt")
 
 
 def test_config_without_weights(tmp_path):

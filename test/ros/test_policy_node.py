@@ -159,3 +159,24 @@ def test_params_dataclass_rejects_nonsense():
         PolicyNodeParams(device="tpu")
     with pytest.raises(ValueError, match="command_type"):
         PolicyNodeParams(command_type="Twist")
+
+
+def test_a_pi05_policy_drives_the_node(topic_map_file):
+    """The node runs any adapter behind the policy interface: a tiny pi0.5's chunk arrives and
+    equals what the same runner computes for those inputs."""
+    from policy_harness import Harness
+
+    from snapflow_ros.policies import make_builtin
+    from snapflow_ros.policies.runner import PolicyRunner
+
+    runner = PolicyRunner(make_builtin("pi05-tiny"), device="cpu", seed=0)
+    h = Harness(runner, topic_map_file, n_action_steps=10)
+    try:
+        h.activate()
+        images, state = h.publish_obs(T0)
+        h.advance(1)
+        chunk = h.wait_for("chunk")[0]
+        expected = runner.predict_chunk(images, state, "reach the target")
+        assert np.array_equal(trajectory_to_array(chunk, JOINTS), expected[:10])
+    finally:
+        h.close()
