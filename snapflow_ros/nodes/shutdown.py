@@ -19,9 +19,9 @@ Python-level handlers of SIGINT and SIGTERM:
 - a later signal is ignored while the process is on its way out (launch's SIGINT right after
   the group's), unless it comes ``FORCE_AFTER_S`` or more after the first: then cleanup hangs
   and the process exits at once (a user's second Ctrl-C);
-- once the node's ``main`` has returned after a signal, ``finish`` ignores both signals at the
-  OS level: Python restores their default action (termination) while it finalises, and
-  launch's signal landing there killed the node (exit -2) after a clean stop.
+- once the node's ``main`` has returned, ``finish`` ignores both signals at the OS level:
+  Python restores their default action (termination) while it finalises, and launch's signal
+  landing there killed the node (exit -2) after a clean stop.
 
 ``received()`` tells which signal, if any, arrived (a tool's exit code).
 """
@@ -68,10 +68,15 @@ def received() -> int | None:
 
 
 def finish() -> None:
-    """After a signal-driven stop: ignore SIGINT/SIGTERM while the interpreter exits."""
-    if _received:
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+    """Once the tool's ``main`` has returned: ignore SIGINT/SIGTERM while the interpreter exits.
+
+    Also when none reached our handler: rclpy's own handler may have taken the first signal
+    (the context shut down, the spin ended) without it, and the group's second Ctrl-C then
+    landed in finalisation, where Python restores the default action (exit -2). The process
+    is on its way out either way; SIGKILL still ends a finalisation that hangs.
+    """
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _in_executor(frame: Any) -> bool:
