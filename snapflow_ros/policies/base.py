@@ -196,6 +196,16 @@ class SnapFlowPolicy(nn.Module):
             return None
         return self.phi(*self._target_time).to(dtype)
 
+    def add_to_time_half(self, module: nn.Module, args: tuple[Tensor, ...]) -> Any:
+        """Forward pre-hook for a layer whose input is ``cat([action_emb, time_emb])``
+        (SmolVLA's and pi0's ``action_time_mlp_in``): φ(t, s) added to the time half."""
+        (fused,) = args
+        phi = self.target_time(fused.dtype)
+        if phi is None:
+            return None
+        width = fused.shape[-1] // 2
+        return (torch.cat([fused[..., :width], fused[..., width:] + phi[:, None, :]], dim=-1),)
+
     @contextlib.contextmanager
     def _with_target_time(self, t: Tensor, s: Tensor) -> Iterator[None]:
         self._target_time = (t, s)

@@ -227,12 +227,7 @@ class SnapFlowPi0(_SnapFlowPi):
                 model.action_time_mlp_out]
 
     def _add_target_time(self, module: nn.Module, args: tuple[Tensor, ...]) -> Any:
-        (fused,) = args
-        phi = self.target_time(fused.dtype)
-        if phi is None:
-            return None
-        width = fused.shape[-1] // 2
-        return (torch.cat([fused[..., :width], fused[..., width:] + phi[:, None, :]], dim=-1),)
+        return self.add_to_time_half(module, args)
 
     def expert_pass(self, prefix: PiPrefix, x: Tensor, t: Tensor) -> Tensor:
         self.policy.model.paligemma_with_expert.gemma_expert.model.config \

@@ -98,7 +98,7 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
         super().__init__(policy, phi, default_num_steps=default_num_steps, sampler=sampler,
                          teacher=teacher, phi_seed=phi_seed)
         time_mlp = policy.model.action_time_mlp_in
-        self._hook = time_mlp.register_forward_pre_hook(self._add_target_time)
+        self._hook = time_mlp.register_forward_pre_hook(self.add_to_time_half)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -139,15 +139,6 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- the velocity field --------------------------------------------------------------
-
-    def _add_target_time(self, module: nn.Module, args: tuple[Tensor, ...]) -> Any:
-        """Pre-hook on ``action_time_mlp_in``: its input is cat([action_emb, time_emb])."""
-        (fused,) = args
-        phi = self.target_time(fused.dtype)
-        if phi is None:
-            return None
-        width = fused.shape[-1] // 2
-        return (torch.cat([fused[..., :width], fused[..., width:] + phi[:, None, :]], dim=-1),)
 
     def expert_pass(self, prefix: SmolVLAPrefix, x: Tensor, t: Tensor) -> Tensor:
         """lerobot's ``denoise_step`` over the cached prefix, (B, H, 32)."""
