@@ -8,24 +8,22 @@ import uuid
 
 import numpy as np
 import pytest
+import rclpy
 import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Bool
+from std_srvs.srv import Trigger
 
-rclpy = pytest.importorskip("rclpy")
-
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-
-from snapflow_ros.conversions.image import fill_image_msg  # noqa: E402
-from snapflow_ros.conversions.stamps import fill_stamp  # noqa: E402
-from snapflow_ros.data.bag_reader import BagFile, find_bags  # noqa: E402
-from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert  # noqa: E402
-from snapflow_ros.nodes.recorder_node import RecorderNode  # noqa: E402
-from snapflow_ros.topic_map import load_topic_map  # noqa: E402
-from snapflow_ros.waiting import wait_until  # noqa: E402
+from snapflow_ros.conversions.image import fill_image_msg
+from snapflow_ros.conversions.stamps import fill_stamp
+from snapflow_ros.data.bag_reader import BagFile, find_bags
+from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
+from snapflow_ros.nodes.recorder_node import RecorderNode
+from snapflow_ros.topic_map import load_topic_map
+from snapflow_ros.waiting import wait_until
 
 JOINTS = ["a", "b", "c"]
 T0, MS = 5_000 * 10**9, 10**6

@@ -103,7 +103,8 @@ def test_header_stamp_is_read_from_raw_cdr():  # what the recorder stamps bags w
 def test_bridge_episodes_drive_the_recorder(tmp_path):
     """sim.launch.py record:=true wiring: the recorder's episode_topic is the bridge's
     episode/active, so every bridge episode becomes one bag."""
-    recorder_node = pytest.importorskip("snapflow_ros.nodes.recorder_node")
+    from snapflow_ros.nodes import recorder_node
+
     ns = NS + "rec"
     remap = ["--ros-args", "-r", f"/clock:={ns}/clock", "-r", f"/diagnostics:={ns}/diag"]
     ctx = rclpy.Context()
