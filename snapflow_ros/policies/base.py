@@ -44,6 +44,10 @@ from snapflow_ros.timing import StageTimer
 Sampler = Literal["snap", "euler"]
 SAMPLERS: tuple[str, ...] = ("snap", "euler")
 ACTION_IS_PAD = "action_is_pad"
+OBS_STATE = "observation.state"
+ACTION = "action"
+LANG_TOKENS = "observation.language.tokens"
+LANG_MASK = "observation.language.attention_mask"
 
 
 def teacher_num_steps(config: Any) -> int:
@@ -147,7 +151,36 @@ class SnapFlowPolicy(nn.Module):
         return int(self.config.max_action_dim)
 
     def check_batch(self, batch: dict[str, Any], *, need_actions: bool = False) -> None:
-        raise NotImplementedError
+        """Raise a ValueError naming every missing or malformed input."""
+        problems = []
+        missing = [k for k in self.image_keys if k not in batch]
+        if missing:
+            problems.append(f"camera image(s) {missing} (the policy reads {self.image_keys})")
+        if OBS_STATE not in batch:
+            problems.append(f"'{OBS_STATE}'")
+        if LANG_TOKENS not in batch or LANG_MASK not in batch:
+            problems.append(
+                "language tokens (run the policy's preprocessor: it tokenizes the 'task' string)"
+            )
+        if need_actions and ACTION not in batch:
+            problems.append(f"'{ACTION}' (needed for training)")
+        if problems:
+            have = sorted(k for k in batch if not k.startswith("observation.language"))
+            raise ValueError(f"batch is missing {'; '.join(problems)}. Batch keys: {have}")
+        state = batch[OBS_STATE]
+        if state.shape[-1] > self.config.max_state_dim:
+            raise ValueError(
+                f"'{OBS_STATE}' has {state.shape[-1]} dims, more than max_state_dim="
+                f"{self.config.max_state_dim}"
+            )
+        if need_actions:
+            actions = batch[ACTION]
+            if actions.ndim != 3 or actions.shape[1] != self.chunk_size:
+                raise ValueError(
+                    f"'{ACTION}' must be a chunk (B, {self.chunk_size}, A), got "
+                    f"{tuple(actions.shape)}; load the dataset with delta_timestamps for "
+                    f"'action' covering chunk_size={self.chunk_size} steps"
+                )
 
     def encode_prefix(self, batch: dict[str, Any]) -> Prefix:
         raise NotImplementedError

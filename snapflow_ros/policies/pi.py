@@ -18,6 +18,7 @@ pi0) and φ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -30,12 +31,8 @@ from torch import Tensor, nn
 from snapflow_ros.core import TargetTimeEmbedding
 from snapflow_ros.policies import transformers_compat
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.base import Sampler, SnapFlowPolicy
+from snapflow_ros.policies.base import LANG_MASK, LANG_TOKENS, Sampler, SnapFlowPolicy
 
-OBS_STATE = "observation.state"
-ACTION = "action"
-LANG_TOKENS = "observation.language.tokens"
-LANG_MASK = "observation.language.attention_mask"
 #: Files a pi checkpoint carries besides lerobot's: its tokenizer (offline loading) and, for the
 #: built-in tiny shapes, which shape to build (config.json keeps lerobot's variant names).
 TOKENIZER_DIR = "tokenizer"
@@ -107,24 +104,6 @@ class _SnapFlowPi(SnapFlowPolicy):
 
     # -- the velocity field --------------------------------------------------------------
 
-    def check_batch(self, batch: dict[str, Any], *, need_actions: bool = False) -> None:
-        problems = []
-        missing = [k for k in self.image_keys if k not in batch]
-        if missing:
-            problems.append(f"camera image(s) {missing} (the policy reads {self.image_keys})")
-        if OBS_STATE not in batch:
-            problems.append(f"'{OBS_STATE}'")
-        if LANG_TOKENS not in batch or LANG_MASK not in batch:
-            problems.append("language tokens (run the policy's preprocessor)")
-        if need_actions and ACTION not in batch:
-            problems.append(f"'{ACTION}' (needed for training)")
-        if problems:
-            raise ValueError(f"batch is missing {'; '.join(problems)}")
-        if need_actions and (batch[ACTION].ndim != 3
-                             or batch[ACTION].shape[1] != self.chunk_size):
-            raise ValueError(f"'{ACTION}' must be a chunk (B, {self.chunk_size}, A), got "
-                             f"{tuple(batch[ACTION].shape)}")
-
     @torch.no_grad()
     def encode_prefix(self, batch: dict[str, Any]) -> PiPrefix:
         """Images + language → the VLM's KV cache: one pass, no gradient."""
@@ -168,7 +147,7 @@ class _SnapFlowPi(SnapFlowPolicy):
         policy_cls = getattr(importlib.import_module(module_name), policy_name)
         shape_file = directory / SHAPE_FILE
         shape = json.loads(shape_file.read_text())["shape"] if shape_file.is_file() else "full"
-        scope = tiny_shapes(cls.policy_type) if shape == "tiny" else _nothing()
+        scope = tiny_shapes(cls.policy_type) if shape == "tiny" else contextlib.nullcontext()
         with scope, quiet_stdout():  # strict below: lerobot keeps random weights on a mismatch
             policy = policy_cls.from_pretrained(directory, config=config, strict=False)
         with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
@@ -198,18 +177,6 @@ class _SnapFlowPi(SnapFlowPolicy):
         if shape == "tiny":
             (directory / SHAPE_FILE).write_text(json.dumps({"shape": "tiny"}) + "\n")
             shutil.copytree(cached_pi_tokenizer_dir(), directory / TOKENIZER_DIR)
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _nothing() -> _Nothing:
-    return _Nothing()
 
 
 class SnapFlowPi0(_SnapFlowPi):

@@ -37,15 +37,11 @@ from torch import Tensor, nn
 
 from snapflow_ros.core import TargetTimeEmbedding
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.base import Sampler, SnapFlowPolicy
+from snapflow_ros.policies.base import LANG_MASK, LANG_TOKENS, Sampler, SnapFlowPolicy
 
-OBS_STATE = "observation.state"
-ACTION = "action"
 #: The VLM's config + tokenizer + processor files inside a checkpoint directory, so that it
 #: loads offline anywhere (SmolVLA reads them at construction).
 VLM_DIR = "vlm"
-LANG_TOKENS = "observation.language.tokens"
-LANG_MASK = "observation.language.attention_mask"
 _EMPTY_CAMERA = "observation.images.empty_camera_"
 
 
@@ -149,38 +145,6 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
         return self.policy.prepare_action(batch)
 
     # -- inputs and prefix ---------------------------------------------------------------
-
-    def check_batch(self, batch: dict[str, Any], *, need_actions: bool = False) -> None:
-        """Raise a ValueError naming every missing or malformed input."""
-        problems = []
-        missing = [k for k in self.image_keys if k not in batch]
-        if missing:
-            problems.append(f"camera image(s) {missing} (the policy reads {self.image_keys})")
-        if OBS_STATE not in batch:
-            problems.append(f"'{OBS_STATE}'")
-        if LANG_TOKENS not in batch or LANG_MASK not in batch:
-            problems.append(
-                "language tokens (run the policy's preprocessor: it tokenizes the 'task' string)"
-            )
-        if need_actions and ACTION not in batch:
-            problems.append(f"'{ACTION}' (needed for training)")
-        if problems:
-            have = sorted(k for k in batch if not k.startswith("observation.language"))
-            raise ValueError(f"batch is missing {'; '.join(problems)}. Batch keys: {have}")
-        state = batch[OBS_STATE]
-        if state.shape[-1] > self.config.max_state_dim:
-            raise ValueError(
-                f"'{OBS_STATE}' has {state.shape[-1]} dims, more than max_state_dim="
-                f"{self.config.max_state_dim}"
-            )
-        if need_actions:
-            actions = batch[ACTION]
-            if actions.ndim != 3 or actions.shape[1] != self.config.chunk_size:
-                raise ValueError(
-                    f"'{ACTION}' must be a chunk (B, {self.config.chunk_size}, A), got "
-                    f"{tuple(actions.shape)}; load the dataset with delta_timestamps for "
-                    f"'action' covering chunk_size={self.config.chunk_size} steps"
-                )
 
     @torch.no_grad()
     def encode_prefix(self, batch: dict[str, Any]) -> SmolVLAPrefix:

@@ -10,7 +10,8 @@ from conftest import ACTION_DIM, CHUNK, STATE_DIM
 from snapflow_ros.policies import load_policy, save_policy, wrap
 
 
-def test_distill_a_tiny_pi05_writes_a_student_and_eval_json(tmp_path, tiny_dataset):
+def test_distill_a_tiny_pi05_writes_a_student_and_eval_json(tmp_path, tiny_dataset,
+                                                             distill_args):
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
     from snapflow_ros.policies.tiny_pi import make_pi
@@ -23,10 +24,8 @@ def test_distill_a_tiny_pi05_writes_a_student_and_eval_json(tmp_path, tiny_datas
                    teacher={"source": "pi05-tiny", "num_steps": 10, "shape": "tiny"})
     save_policy(teacher, tmp_path / "teacher", preprocessor=pre, postprocessor=post)
     out = tmp_path / "run"
-    args = ["--teacher", str(tmp_path / "teacher"), "--dataset_root", str(tiny_dataset),
-            "--output_dir", str(out), "--steps", "3", "--save_every", "3", "--batch_size", "2",
-            "--warmup_steps", "1", "--lr", "1e-3", "--num_workers", "0", "--cpu_threads", "1",
-            "--eval_max_samples", "4", "--eval_batch_size", "4"]
+    args = distill_args(out, "--steps", "3", "--save_every", "3", "--batch_size", "2",
+                        teacher=tmp_path / "teacher")
     proc = subprocess.run([sys.executable, "-m", "snapflow_ros", "distill", *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
