@@ -260,7 +260,9 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
             with (out / "episodes.jsonl").open("a") as f:
                 f.write(json.dumps(summaries[-1]) + "\n")
         return summaries
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (nodes/shutdown.py): keep whole episodes only
+    except BaseException:  # Ctrl-C, SIGTERM (nodes/shutdown.py) or an error: whole episodes only
+        # (the signal's KeyboardInterrupt may surface wrapped, e.g. as ctypes' ArgumentError
+        # when it lands in a GL call's argument conversion)
         if graph is not None and (name := graph.recorder.abort()) is not None:
             log.info("interrupted: removed the unfinished episode %s", name)
         raise
@@ -312,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         summaries = record_demos(out, args.episodes, args.seed, scene=args.scene,
                                  topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
                                  storage=args.storage, namespace=args.namespace, task=args.task)
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if shutdown.received() is None and not isinstance(err, KeyboardInterrupt):
+            raise  # a real error, with Python's report
         done = out / "episodes.jsonl"
         n = len(done.read_text().splitlines()) if done.exists() else 0
         sig = shutdown.received() or signal.SIGINT

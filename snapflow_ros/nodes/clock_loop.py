@@ -6,6 +6,12 @@ the ROS clock only moves when ``/clock`` does: a jump callback (run by the execu
 source on every ``/clock`` message) wakes the thread, so a paused simulator means no ticks, as a
 ROS timer would behave. Missed periods are skipped (never a burst of late ticks); a clock that
 goes back restarts the schedule from now.
+
+The jump callback lives in a ``JumpSignal``, registered once per node before it spins: while the
+executor's time source sets the time (every ``/clock`` message), rcl walks the clock's array of
+jump callbacks without a lock, calling into Python, which may hand the GIL to another thread; a
+callback added or removed there (a lifecycle transition from another thread) would reallocate
+the array under that walk. Loops that start and stop subscribe an event to the signal instead.
 """
 
 from __future__ import annotations
@@ -31,19 +37,51 @@ def next_deadline(deadline: int | None, now: int, period: int) -> int:
     return deadline
 
 
-class ClockLoop:
-    """Runs ``tick(now_ns)`` every ``period_ns`` of ``clock`` (a node's ROS clock)."""
+class JumpSignal:
+    """Sets every subscribed ``threading.Event`` whenever ``clock`` jumps (any change of ROS
+    time, or a change of clock source). Create it before the node spins; ``close`` it after."""
 
-    def __init__(self, clock: Any, period_ns: int, tick: Callable[[int], None],
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._events: set[threading.Event] = set()
+        self._lock = threading.Lock()
+        self._handle = clock.create_jump_callback(
+            JumpThreshold(min_forward=Duration(nanoseconds=1),
+                          min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._notify)
+
+    def _notify(self, _jump: Any) -> None:
+        with self._lock:
+            events = list(self._events)
+        for event in events:
+            event.set()
+
+    def subscribe(self, event: threading.Event) -> None:
+        with self._lock:
+            self._events.add(event)
+
+    def unsubscribe(self, event: threading.Event) -> None:
+        with self._lock:
+            self._events.discard(event)
+
+    def close(self) -> None:
+        """Unregister from the clock (once nothing sets the time any more: spin has ended)."""
+        if self._handle is not None:
+            self._handle.unregister()
+            self._handle = None
+
+
+class ClockLoop:
+    """Runs ``tick(now_ns)`` every ``period_ns`` of ``jumps.clock`` (a node's ROS clock)."""
+
+    def __init__(self, jumps: JumpSignal, period_ns: int, tick: Callable[[int], None],
                  name: str = "control") -> None:
         if period_ns <= 0:
             raise ValueError(f"period must be > 0 ns, got {period_ns}")
-        self._clock, self._period, self._tick = clock, int(period_ns), tick
+        self._clock, self._period, self._tick = jumps.clock, int(period_ns), tick
         self._wake, self._stop = threading.Event(), threading.Event()
-        self._jump = clock.create_jump_callback(
-            JumpThreshold(min_forward=Duration(nanoseconds=1),
-                          min_backward=Duration(nanoseconds=-1), on_clock_change=True),
-            post_callback=lambda _jump: self._wake.set())
+        self._jumps = jumps
+        jumps.subscribe(self._wake)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -66,4 +104,4 @@ class ClockLoop:
         self._wake.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
-        self._jump.unregister()
+        self._jumps.unsubscribe(self._wake)

@@ -9,6 +9,7 @@ to initialize wait set: the given context is not valid").
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import signal
 import sys
@@ -43,6 +44,8 @@ def _caused_by_the_stop(err: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt) or type(seen).__name__ == "RCLError":
             return True
+        if isinstance(seen, ctypes.ArgumentError) and "KeyboardInterrupt" in str(seen):
+            return True  # ctypes wraps an interrupt raised while it converted an argument
         seen = seen.__cause__ or seen.__context__
     return False
 

@@ -39,7 +39,7 @@ from snapflow_ros.conversions.image import ImageConversionError, resize_rgb, to_
 from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import NS
 from snapflow_ros.conversions.trajectory import chunk_to_trajectory
-from snapflow_ros.nodes.clock_loop import ClockLoop
+from snapflow_ros.nodes.clock_loop import ClockLoop, JumpSignal
 from snapflow_ros.nodes.params import ParameterError, declare, help_requested, updated, usage
 from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded, EngineSettings
@@ -68,6 +68,7 @@ class PolicyNode(LifecycleNode):
         self._wake, self._stop = threading.Event(), threading.Event()
         self._worker: threading.Thread | None = None
         self._control: ClockLoop | None = None
+        self._jumps = JumpSignal(self.get_clock())  # once: see nodes/clock_loop.py
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._rejected: dict[str, int] = {}
@@ -142,7 +143,7 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.engine.reset(clear_inputs=False)  # next command starts from the measured position
         self._active, self._state = True, "active"
-        self._control = ClockLoop(self.get_clock(), self.engine.scheduler.dt_ns,
+        self._control = ClockLoop(self._jumps, self.engine.scheduler.dt_ns,
                                   self._control_tick)
         self._wake.set()  # the first chunk now: a lock-stepped sim may be paused, waiting for it
         self.get_logger().info("active: sending commands" if not self.params.dry_run
@@ -166,6 +167,11 @@ class PolicyNode(LifecycleNode):
         self._teardown()
         self._state = "finalized"
         return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        if getattr(self, "_jumps", None) is not None:  # None: __init__ failed before it
+            self._jumps.close()
+        super().destroy_node()
 
     def _stop_control(self) -> None:
         if self._control is not None:

@@ -183,7 +183,11 @@ class Harness:
         return mention()
 
     def close(self):
-        self.executor.shutdown()
+        # stop spinning and wait for the spin thread first: nothing may run callbacks (clock
+        # jumps, subscriptions) while the node's threads, clock callbacks and handles go away
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(5.0)
+        assert not self.thread.is_alive(), "the executor thread did not stop within 5 s"
         self.node._teardown()
         self.node.destroy_node()
         self.peer.destroy_node()

@@ -19,6 +19,7 @@ bridge + policy node pair (default 10, ~50 s; the whole file takes ~90 s on 2 co
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -32,6 +33,8 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from trajectory_msgs.msg import JointTrajectory
+
+from snapflow_ros.nodes.entry import _caused_by_the_stop
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 1.0
@@ -235,6 +238,23 @@ def test_sim_demos_stops_and_keeps_only_whole_episodes(tmp_path, pattern):
     episodes = [p for p in out.iterdir() if p.is_dir()]
     assert 1 <= len(episodes) == len((out / "episodes.jsonl").read_text().splitlines()) < 5
     assert all((p / "metadata.yaml").is_file() for p in episodes)
+
+
+def test_an_interrupt_that_ctypes_wrapped_is_the_stop_not_an_error():
+    """The signal's KeyboardInterrupt can land in a ctypes call's argument conversion (the
+    simulator's GL calls): ctypes re-raises it as ArgumentError, with no exception chain."""
+    class Interrupted:
+        @classmethod
+        def from_param(cls, obj):
+            raise KeyboardInterrupt("SIGINT")
+
+    fn = ctypes.CDLL(None).abs
+    fn.argtypes = [Interrupted]
+    with pytest.raises(ctypes.ArgumentError) as info:
+        fn(1)
+    assert _caused_by_the_stop(info.value)
+    assert not _caused_by_the_stop(ctypes.ArgumentError("argument 1: TypeError: wrong type"))
+    assert not _caused_by_the_stop(ValueError("a real error"))
 
 
 @pytest.mark.parametrize("tool", ["mujoco_bridge", "record", "policy_node"])
