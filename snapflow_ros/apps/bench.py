@@ -8,6 +8,7 @@ same machine state. Absolute CPU times depend on the machine; the ratios are wha
 
     python -m snapflow_ros bench --policy smolvla-tiny --num-steps 10 1 --json
     python -m snapflow_ros bench --policy smolvla-full --num-steps 10 1 --reps 3
+    python -m snapflow_ros bench --policy pi05-full --num-steps 10 1 --cpu-threads 2
     python -m snapflow_ros bench --policy path/to/snapflow_checkpoint --device cuda
     python -m snapflow_ros bench --cpu-threads 2   # default 0 = auto: cores in the mask - 1
     python -m snapflow_ros bench --node            # the ROS node as deployed (nodes/node_bench)
@@ -44,12 +45,13 @@ class BenchConfig:
     """Per-stage latency of one action chunk, N steps vs 1; with --node, the ROS policy_node as
     deployed (always JSON on stdout and a table on stderr; apps/node_bench.py)."""
 
-    # built-in (smolvla-tiny, smolvla-full), checkpoint dir or hub id
+    # built-in (smolvla-tiny, pi0-tiny, pi05-tiny; real shapes: smolvla-full, pi0-full,
+    # pi05-full), checkpoint dir or hub id
     policy: str = "smolvla-tiny"
     num_steps: list[int] = field(default_factory=lambda: [10, 1])  # step counts to compare
     # snap or euler (null: the checkpoint's: snap for SnapFlow, euler for teachers)
     sampler: str | None = None
-    reps: int | None = None  # timed chunks per step count (null: 20; 3 for smolvla-full)
+    reps: int | None = None  # timed chunks per step count (null: 20; 3 for the *-full built-ins)
     warmup: int = 2  # untimed chunks per step count first
     batch_size: int = 1  # observations per chunk
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -111,7 +113,7 @@ def run(args: BenchConfig) -> dict[str, Any]:
     threads = apply_cpu_threads(args.cpu_threads, reserved=BENCH_RESERVED)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    reps = args.reps or (3 if args.policy == "smolvla-full" else 20)
+    reps = args.reps or (3 if args.policy.endswith("-full") else 20)
     torch.manual_seed(args.seed)
 
     t0 = time.perf_counter()

@@ -6,8 +6,9 @@ sampler that averages the two modes ends between the targets and fails.
 
 1. **Demonstrations**: the scripted expert through the MuJoCo bridge, recorded as rosbag2.
 2. **Dataset**: ``bag_to_lerobot`` → a LeRobot v3.0 dataset.
-3. **Teacher**: a tiny SmolVLA trained with lerobot's flow-matching loss (``teacher.py``),
-   saved as a plain LeRobot policy directory (a stand-in for your fine-tuned policy).
+3. **Teacher**: a tiny SmolVLA (``--policy-type pi05`` or ``pi0``: a tiny pi0.5 / pi0) trained
+   with lerobot's flow-matching loss (``teacher.py``), saved as a plain LeRobot policy directory
+   (a stand-in for your fine-tuned policy).
 4. **SnapFlow**: ``distill`` turns it into a 1-NFE student (plus the offline eval).
 5. **Closed loop**: ``mujoco_bridge`` + ``policy_node`` on the same ROS topics, lock-stepped,
    for the 10-step teacher, the teacher run naively with 1 step, and the SnapFlow student
@@ -40,8 +41,8 @@ from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.apps.demo")
 TASK = "reach_two_fixed_targets"
-FULL = dict(demos=30, teacher_steps=1500, distill_steps=1200, eval_episodes=20)
-QUICK = dict(demos=3, teacher_steps=20, distill_steps=6, eval_episodes=1)
+FULL = {"demos": 30, "teacher_steps": 1500, "distill_steps": 1200, "eval_episodes": 20}
+QUICK = {"demos": 3, "teacher_steps": 20, "distill_steps": 6, "eval_episodes": 1}
 METHODS = {  # name: (checkpoint, num_steps, label)
     "teacher_10": ("teacher", 10, "teacher, Euler 10 steps"),
     "naive_1": ("teacher", 1, "teacher, naive 1 step"),
@@ -62,11 +63,17 @@ class DemoConfig:
     eval_episodes: int | None = None  # closed-loop episodes per method (null: 20; 1 --quick)
     seed: int = 0  # seed of the demos, training and episodes
     policy: Path | None = None  # skip training: closed-loop episodes for this checkpoint only
+    policy_type: str = "smolvla"  # the teacher trained from scratch: smolvla, pi05 or pi0 (tiny)
     # torch/OpenMP CPU threads of the training and the policy node: 0 = auto (cores in the
     # affinity mask minus 1, at least 1), N = exactly N
     cpu_threads: int = 0
 
     def __post_init__(self) -> None:
+        from snapflow_ros.apps.teacher import TEACHER_TYPES
+
+        if self.policy_type not in TEACHER_TYPES:
+            raise ValueError(f"policy_type must be one of {', '.join(TEACHER_TYPES)}, got "
+                             f"{self.policy_type!r}")
         for name in (*FULL, "cpu_threads"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "cpu_threads" else 1):
@@ -85,8 +92,8 @@ def _demo_topic_map(out: Path) -> Path:
     return path
 
 
-def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0
-           ) -> Path:
+def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0,
+           policy_type: str = "smolvla") -> Path:
     from snapflow_ros.apps.sim_demos import record_demos
     from snapflow_ros.apps.teacher import train_teacher
     from snapflow_ros.core import SnapFlowLossConfig
@@ -103,9 +110,9 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
     log.info("2/5 bags -> LeRobot dataset")
     convert(ConvertConfig(bags=[out / "bags"], output=out / "dataset",
                           topic_map=load_topic_map(topic_map), video=False))
-    log.info("3/5 teacher: tiny SmolVLA, %d flow-matching steps", n["teacher_steps"])
+    log.info("3/5 teacher: tiny %s, %d flow-matching steps", policy_type, n["teacher_steps"])
     train_teacher(out / "dataset", out / "teacher", steps=n["teacher_steps"], seed=seed,
-                  cpu_threads=cpu_threads)
+                  cpu_threads=cpu_threads, policy_type=policy_type)
     log.info("4/5 SnapFlow distillation: %d steps", n["distill_steps"])
     # The demo's recipe: lambda = 1 (not the paper's 0.1) and a short cosine schedule at a
     # higher lr; measured better on bimodal data (README, "Distillation" numbers).
@@ -202,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = {"student": args.policy}
     else:
         checkpoints = {"teacher": out / "teacher",
-                       "student": _train(out, topic_map, n, args.seed, args.cpu_threads)}
+                       "student": _train(out, topic_map, n, args.seed, args.cpu_threads,
+                                         args.policy_type)}
     report = _closed_loop(out, topic_map, checkpoints, n["eval_episodes"], args.seed, args.quick,
                           args.cpu_threads)
-    summary = {"task": TASK, "settings": n, "seed": args.seed,
+    summary = {"task": TASK, "settings": n, "seed": args.seed, "policy_type": args.policy_type,
                "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
                "methods": report,
                "offline_eval": json.loads((out / "distill" / "eval.json").read_text())

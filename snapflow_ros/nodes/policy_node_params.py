@@ -24,7 +24,7 @@ class PolicyNodeParams:
 
     policy_path: str = field(default="", metadata={
         **RO, "help": "SnapFlow checkpoint dir, LeRobot policy dir, hub id, or a built-in "
-                      "(smolvla-tiny) for testing"})
+                      "(smolvla-tiny, pi0-tiny, pi05-tiny) for testing"})
     topic_map: str = field(default="", metadata={
         **RO, "help": "topic map YAML (cameras, joints, action topic); empty: the packaged "
                       "config/topic_map.yaml"})

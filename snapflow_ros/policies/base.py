@@ -207,6 +207,11 @@ class SnapFlowPolicy(nn.Module):
     def save_extra(self, directory: Path) -> None:
         """Files the checkpoint directory needs besides lerobot's own (none by default)."""
 
+    @classmethod
+    def save_builtin_files(cls, directory: Path, shape: str) -> None:
+        """Files a plain lerobot directory of a built-in ``shape`` model needs to load offline
+        (the teacher trainer's output; none by default)."""
+
     # -- sampling defaults -------------------------------------------------------------------
 
     @property

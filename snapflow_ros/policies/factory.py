@@ -38,7 +38,7 @@ def make_builtin(name: str, *, device: str = "cpu", seed: int = 0) -> LoadedPoli
 def make_any(
     name_or_path: str | Path, *, device: str = "cpu", num_steps: int | None = None
 ) -> LoadedPolicy:
-    """A built-in name (``smolvla-tiny``, ``smolvla-full``), a checkpoint directory or a hub id."""
+    """A built-in name (``registry.BUILTINS``), a checkpoint directory or a hub id."""
     if str(name_or_path) in BUILTIN_POLICIES:
         loaded = make_builtin(str(name_or_path), device=device)
         if num_steps is not None:

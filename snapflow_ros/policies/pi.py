@@ -37,6 +37,7 @@ from snapflow_ros.policies.base import LANG_MASK, LANG_TOKENS, Sampler, SnapFlow
 #: built-in tiny shapes, which shape to build (config.json keeps lerobot's variant names).
 TOKENIZER_DIR = "tokenizer"
 SHAPE_FILE = "snapflow_pi_shape.json"
+SHAPE_ATTR = "snapflow_shape"  # set on the lerobot policy by whoever built its modules
 
 
 @dataclass
@@ -167,13 +168,19 @@ class _SnapFlowPi(SnapFlowPolicy):
         tokenizer = directory / TOKENIZER_DIR
         overrides = {"tokenizer_processor": {"tokenizer_name": str(tokenizer)}} \
             if (tokenizer / "tokenizer.json").is_file() else {}
+        setattr(policy, SHAPE_ATTR, shape)
         return policy.to(device), overrides
 
     def save_extra(self, directory: Path) -> None:
         """The tokenizer (offline loading) and the built-in shape marker, when known."""
+        self.save_builtin_files(directory, getattr(self.policy, SHAPE_ATTR, "full"))
+
+    @classmethod
+    def save_builtin_files(cls, directory: Path, shape: str) -> None:
+        """For the tiny shape: the shape marker (``load_lerobot`` builds tiny modules) and the
+        local tokenizer."""
         from snapflow_ros.policies.tiny_pi import cached_pi_tokenizer_dir
 
-        shape = self.teacher.get("shape")
         if shape == "tiny":
             (directory / SHAPE_FILE).write_text(json.dumps({"shape": "tiny"}) + "\n")
             shutil.copytree(cached_pi_tokenizer_dir(), directory / TOKENIZER_DIR)

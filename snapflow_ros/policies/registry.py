@@ -25,6 +25,8 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
     "smolvla-full": ("smolvla", "snapflow_ros.policies.tiny:make_smolvla", "full"),
     "pi0-tiny": ("pi0", "snapflow_ros.policies.tiny_pi:make_pi0", "tiny"),
     "pi05-tiny": ("pi05", "snapflow_ros.policies.tiny_pi:make_pi05", "tiny"),
+    "pi0-full": ("pi0", "snapflow_ros.policies.tiny_pi:make_pi0", "full"),  # ~13 GB in fp32
+    "pi05-full": ("pi05", "snapflow_ros.policies.tiny_pi:make_pi05", "full"),  # ~13 GB in fp32
 }
 
 

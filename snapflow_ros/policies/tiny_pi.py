@@ -1,4 +1,4 @@
-"""Tiny random-weight lerobot pi0 / pi0.5 built offline (tests, demos, CI).
+"""Random-weight lerobot pi0 / pi0.5 built offline: tiny (tests, demos, CI) and full (bench).
 
 lerobot 0.4.4 knows two Gemma variants (``gemma_2b`` VLM, ``gemma_300m`` expert) and hard-codes
 a SigLIP-so400m vision tower and the gated ``google/paligemma-3b-pt-224`` tokenizer. The tiny
@@ -125,15 +125,17 @@ def local_tokenizer(kind: PiKind, tokenizer_dir: Path) -> Iterator[None]:
 
 def make_pi_config(kind: PiKind, *, cameras: tuple[str, ...] = ("front", "wrist"),
                    state_dim: int = 6, action_dim: int = 6, chunk_size: int = 50,
-                   n_action_steps: int = 10, image_hw: int = 32, **overrides: Any) -> Any:
-    """A ``PI0Config``/``PI05Config`` with these features (square images, ``image_hw`` px).
+                   n_action_steps: int = 10, image_hw: int | tuple[int, int] = 32,
+                   **overrides: Any) -> Any:
+    """A ``PI0Config``/``PI05Config`` with these features (images ``image_hw`` px: a side or
+    (height, width); PaliGemma's input is square, the larger side: lerobot pads to it).
 
     lerobot's state/action padding (32) and prompt lengths stay: its pi0.5 state-prompt step
     does not save its ``max_state_dim``, so a reloaded processor would pad to 32 anyway."""
     from lerobot.configs.types import FeatureType, PolicyFeature
 
-    features = {f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL,
-                                                          (3, image_hw, image_hw))
+    height, width = (image_hw, image_hw) if isinstance(image_hw, int) else image_hw
+    features = {f"observation.images.{c}": PolicyFeature(FeatureType.VISUAL, (3, height, width))
                 for c in cameras}
     features["observation.state"] = PolicyFeature(FeatureType.STATE, (state_dim,))
     config_cls = _load(KINDS[kind][2])
@@ -141,39 +143,44 @@ def make_pi_config(kind: PiKind, *, cameras: tuple[str, ...] = ("front", "wrist"
         input_features=features,
         output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
         chunk_size=chunk_size, n_action_steps=n_action_steps,
-        image_resolution=(image_hw, image_hw), device="cpu", **overrides)
+        image_resolution=(max(height, width),) * 2, device="cpu", **overrides)
 
 
-def make_pi(kind: PiKind, *, seed: int = 0, device: str = "cpu",
+def make_pi(kind: PiKind, *, shape: str = "tiny", seed: int = 0, device: str = "cpu",
             stats: dict[str, Any] | None = None, **config_kwargs: Any) -> tuple[Any, Any, Any]:
-    """A tiny random-weight lerobot pi0/pi0.5 policy with its pre/post-processors, offline.
+    """A random-weight lerobot pi0/pi0.5 policy with its pre/post-processors, offline.
 
+    ``shape``: "tiny" (``TINY_*``), or "full": lerobot's own shapes (Gemma 2B + 300M expert,
+    SigLIP so400m, 224 px, ~3.3 B parameters, ~13 GB in fp32) for benchmarks. Both tokenize with
+    the local tokenizer (random weights: only the prompt's padded length matters, lerobot's).
     Returns (policy, preprocessor, postprocessor), the policy in eval mode.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown pi kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if shape not in ("tiny", "full"):
+        raise ValueError(f"shape must be 'tiny' or 'full', not {shape!r}")
     transformers_compat.install()
+    if shape == "full":
+        config_kwargs.setdefault("image_hw", 224)
     config = make_pi_config(kind, **config_kwargs)
     config.device = device
     policy_cls = getattr(importlib.import_module(KINDS[kind][0]), KINDS[kind][1])
     torch.manual_seed(seed)
-    with tiny_shapes(kind), quiet_stdout():
+    scope = tiny_shapes(kind) if shape == "tiny" else contextlib.nullcontext()
+    with scope, quiet_stdout(), torch.device(device):  # built in place: 13 GB never on the CPU
         policy = policy_cls(config)
     policy.to(device).eval()
+    policy.snapflow_shape = shape  # pi.SHAPE_ATTR: checkpoints of it save the shape marker
     with local_tokenizer(kind, cached_pi_tokenizer_dir()):
         pre, post = _load(KINDS[kind][3])(config, dataset_stats=stats or unit_stats(config))
     return policy, pre, post
 
 
 def make_pi0(shape: str = "tiny", **kwargs: Any) -> tuple[Any, Any, Any]:
-    """The built-in ``pi0-tiny`` (``registry.BUILTINS``)."""
-    if shape != "tiny":
-        raise ValueError(f"pi0 is built offline in the tiny shape only, not {shape!r}")
-    return make_pi("pi0", **kwargs)
+    """The built-ins ``pi0-tiny`` and ``pi0-full`` (``registry.BUILTINS``)."""
+    return make_pi("pi0", shape=shape, **kwargs)
 
 
 def make_pi05(shape: str = "tiny", **kwargs: Any) -> tuple[Any, Any, Any]:
-    """The built-in ``pi05-tiny`` (``registry.BUILTINS``)."""
-    if shape != "tiny":
-        raise ValueError(f"pi0.5 is built offline in the tiny shape only, not {shape!r}")
-    return make_pi("pi05", **kwargs)
+    """The built-ins ``pi05-tiny`` and ``pi05-full`` (``registry.BUILTINS``)."""
+    return make_pi("pi05", shape=shape, **kwargs)

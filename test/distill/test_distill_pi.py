@@ -1,37 +1,39 @@
 """``distill`` on a tiny pi0.5 through the real CLI: the same trainer and eval as SmolVLA, behind
-the one policy interface (the teacher is a tiny pi0.5 saved with the dataset's stats)."""
+the one policy interface. The teacher is what ``demo --policy-type pi05`` trains: a plain lerobot
+pi0.5 directory (``apps/teacher.py``), which must load in its tiny shape, offline, and so must
+the student distilled from it."""
 
 import json
 import subprocess
 import sys
 
-from conftest import ACTION_DIM, CHUNK, STATE_DIM
+from conftest import CHUNK
 
-from snapflow_ros.policies import load_policy, save_policy, wrap
+from snapflow_ros.policies import load_policy
 
 
 def test_distill_a_tiny_pi05_writes_a_student_and_eval_json(tmp_path, tiny_dataset,
                                                              distill_args):
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from snapflow_ros.apps.teacher import train_teacher
 
-    from snapflow_ros.policies.tiny_pi import make_pi
-
-    stats = LeRobotDatasetMetadata("local/tiny_distill", root=tiny_dataset).stats
-    policy, pre, post = make_pi("pi05", cameras=("front",), state_dim=STATE_DIM,
-                                action_dim=ACTION_DIM, chunk_size=CHUNK, n_action_steps=CHUNK,
-                                stats=stats)
-    teacher = wrap(policy, default_num_steps=10, sampler="euler",
-                   teacher={"source": "pi05-tiny", "num_steps": 10, "shape": "tiny"})
-    save_policy(teacher, tmp_path / "teacher", preprocessor=pre, postprocessor=post)
+    teacher_dir = train_teacher(tiny_dataset, tmp_path / "teacher", steps=2, batch_size=2,
+                                chunk_size=CHUNK, n_action_steps=CHUNK, progress=False,
+                                policy_type="pi05")
+    assert not (teacher_dir / "snapflow.json").exists()  # a plain lerobot directory
+    teacher = load_policy(teacher_dir)
+    assert not teacher.is_snapflow and teacher.policy.policy_type == "pi05"
     out = tmp_path / "run"
     args = distill_args(out, "--steps", "3", "--save_every", "3", "--batch_size", "2",
-                        teacher=tmp_path / "teacher")
+                        teacher=teacher_dir)
     proc = subprocess.run([sys.executable, "-m", "snapflow_ros", "distill", *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     student = load_policy(out / "student")
     assert student.is_snapflow and student.policy.policy_type == "pi05"
     assert student.policy.default_num_steps == 1
+    n_teacher = sum(p.numel() for p in teacher.policy.policy.parameters())
+    n_student = sum(p.numel() for p in student.policy.policy.parameters())
+    assert n_student == n_teacher  # the same (tiny) modules, no architecture change
     results = json.loads((out / "eval.json").read_text())
     methods = results.get("methods", results)
     assert {"teacher_10", "naive_1", "snapflow_1"} <= set(methods)

@@ -177,6 +177,23 @@ def test_a_pi_checkpoint_missing_weights_is_refused_not_left_random(tmp_path, na
         load_policy(tmp_path / "ckpt")
 
 
+@pytest.mark.parametrize("kind", ["pi0", "pi05"])
+def test_the_full_pi_built_ins_have_lerobots_real_shapes(kind):
+    """``pi0-full``/``pi05-full`` (opt-in, ~14 GB in fp32) built on the meta device: no memory,
+    every module in lerobot's own shapes (Gemma 2B VLM, 300M expert, SigLIP so400m, 224 px)."""
+    from snapflow_ros.policies.tiny_pi import make_pi
+
+    policy, _, _ = make_pi(kind, shape="full", device="meta")
+    params = sum(p.numel() for p in policy.parameters())
+    assert 3.4e9 < params < 3.7e9
+    assert all(p.device.type == "meta" for p in policy.parameters())
+    model = policy.model.paligemma_with_expert
+    assert model.paligemma.config.text_config.hidden_size == 2048
+    assert model.gemma_expert.config.hidden_size == 1024
+    assert model.paligemma.config.vision_config.hidden_size == 1152
+    assert policy.config.image_resolution == (224, 224)
+
+
 def test_config_without_weights(tmp_path):
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_policy(_write_config(tmp_path / "c", {"type": "smolvla"}))
