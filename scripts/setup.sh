@@ -5,7 +5,7 @@
 #
 # First run on a fresh machine: ~3 min and ~8.5 GB (lerobot 0.4.4 pulls torch 2.10, a CUDA build
 # that also runs on CPU). Re-running when nothing changed takes about a second: dependencies are
-# reinstalled only when requirements.txt/constraints.txt change, the package only when its files do.
+# reinstalled only when requirements*.txt/constraints.txt change, the package only when its files do.
 # The package is installed non-editably, so launch/ and config/ land in share/snapflow_ros, and
 # every executable is linked into lib/snapflow_ros/ (where `ros2 run` / launch_ros look).
 set -euo pipefail
@@ -30,11 +30,12 @@ pip_quiet() { "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file no
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-deps_hash=$(hash_of requirements.txt constraints.txt)
+deps_hash=$(hash_of requirements.txt constraints.txt requirements-nodeps.txt)
 if [ "$(cat "$VENV/.snapflow_deps" 2>/dev/null)" != "$deps_hash" ]; then
   log "installing pinned dependencies (first run: ~3 min, ~8.5 GB)"
   start=$(date +%s)
   pip_quiet install -q -r requirements.txt -c constraints.txt
+  pip_quiet install -q --no-deps -r requirements-nodeps.txt  # why: that file's header
   echo "$deps_hash" > "$VENV/.snapflow_deps"
   log "dependencies installed in $(( $(date +%s) - start )) s; venv size $(du -sh "$VENV" | cut -f1)"
 fi

@@ -39,7 +39,7 @@ RUN_CONFIG = "distill_config.yaml"
 RESUMABLE_CHANGES = frozenset({
     "steps", "save_every", "keep_checkpoints", "log_every", "eval_episodes", "eval_max_samples",
     "eval_batch_size", "eval_seed", "num_workers", "video_backend", "cpu_threads", "device",
-    "dtype", "resume", "overwrite", "stop_after", "cache_dataset", "cache_limit_gb",
+    "dtype", "resume", "overwrite", "stop_after", "cache_dataset", "cache_limit_gb", "export",
 })
 DTYPES = ("auto", "float32", "bfloat16")
 VIDEO_BACKENDS = ("auto", "pyav", "torchcodec")
@@ -123,6 +123,9 @@ class DistillConfig:
     eval_max_samples: int = 256  # held-out frames evaluated (evenly spaced)
     eval_batch_size: int = 16  # eval batch size
     eval_seed: int = 1234  # seed of the eval noise (the same noise for every method)
+    # -- export
+    # also write student_lerobot/: the student as a plain 1-step LeRobot policy (export)
+    export: bool = False
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "steps", self.steps, ">= 1")

@@ -34,6 +34,7 @@ from snapflow_ros.distill.state import list_checkpoints
 
 LOG_FILE = "log.jsonl"
 STUDENT_DIR = "student"
+EXPORT_DIR = "student_lerobot"  # --export: the student as a plain 1-step LeRobot policy
 
 
 def absolute_paths(config: DistillConfig) -> DistillConfig:

@@ -369,4 +369,13 @@ def _finish(config: DistillConfig, run_dir: Path, loaded: Any, ema: training_sta
             "dataset": config.dataset_root or config.dataset_repo_id, "episodes": held_out,
             "seed": config.eval_seed, "max_samples": config.eval_max_samples,
             "space": "mse/cosine/p95_abs_err: normalised actions; *_raw: dataset units"})
+    from snapflow_ros.policies.export import export_lerobot, model_card
+
+    (student_dir / "README.md").write_text(model_card(
+        loaded.policy, student_dir, results, distill=extra["distill"], exported=False))
+    if config.export:
+        exported = export_lerobot(load_policy(student_dir), run_dir / runs.EXPORT_DIR,
+                                  eval_results=results, overwrite=True)
+        runs.append_log(run_dir, {"event": "export", "path": str(exported)})
+        log.info("student as a plain 1-step LeRobot policy: %s", exported)
     return DistillResult(run_dir, config.steps, True, student_dir, results)

@@ -94,6 +94,10 @@ class SnapFlowPolicy(nn.Module):
     """
 
     policy_type: ClassVar[str]
+    #: folders an adapter bundles in a checkpoint that lerobot names by path: the VLM
+    #: (config.json's ``vlm_model_name``) and the tokenizer (the ``tokenizer_processor`` step)
+    bundled_vlm: ClassVar[str | None] = None
+    bundled_tokenizer: ClassVar[str | None] = None
 
     def __init__(self, policy: nn.Module, phi: TargetTimeEmbedding | None = None, *,
                  default_num_steps: int = 1, sampler: Sampler = "snap",
@@ -127,6 +131,11 @@ class SnapFlowPolicy(nn.Module):
 
     def time_embedding_width(self) -> int:
         """Width of the time embedding φ is added to."""
+        raise NotImplementedError
+
+    def time_input(self) -> tuple[nn.Module, slice]:
+        """The layer whose input φ is added to, and the input columns φ is added to (the
+        time embedding's): ``export`` folds φ(1, 0) into that layer's bias."""
         raise NotImplementedError
 
     @property

@@ -124,6 +124,26 @@ def _load_processors(directory: Path, config: Any, adapter_overrides: dict[str, 
     )
 
 
+def point_names_at_bundled(written: Path, final: Path, adapter: type[SnapFlowPolicy]) -> None:
+    """Make the VLM and tokenizer names in ``written``'s config.json and preprocessor point at
+    the copies bundled in the checkpoint (at ``final``, where it is being moved), instead of
+    the folders the model was built from: plain LeRobot then loads the directory where it is.
+    Hub ids (no bundled copy) stay hub ids. A copy elsewhere: ``export.lerobot_loading``."""
+    final = final.resolve()
+    if adapter.bundled_vlm and (written / adapter.bundled_vlm / "config.json").is_file():
+        path = written / "config.json"
+        config = json.loads(path.read_text())
+        config["vlm_model_name"] = str(final / adapter.bundled_vlm)
+        path.write_text(json.dumps(config, indent=4) + "\n")
+    if adapter.bundled_tokenizer and (written / adapter.bundled_tokenizer).is_dir():
+        for path in written.glob("policy_preprocessor*.json"):
+            pipeline = json.loads(path.read_text())
+            for step in pipeline.get("steps", []):
+                if "tokenizer_name" in step.get("config", {}):
+                    step["config"]["tokenizer_name"] = str(final / adapter.bundled_tokenizer)
+            path.write_text(json.dumps(pipeline, indent=2) + "\n")
+
+
 def load_policy(
     path_or_id: str | Path,
     *,
@@ -205,6 +225,7 @@ def save_policy(
             if processor is not None:
                 processor.save_pretrained(tmp)
         policy.save_extra(tmp)
+        point_names_at_bundled(tmp, directory, type(policy))
         save_file({k: v.detach().cpu().contiguous() for k, v in policy.phi.state_dict().items()},
                   str(tmp / PHI_WEIGHTS))
         sidecar = {

@@ -65,6 +65,7 @@ class _SnapFlowPi(SnapFlowPolicy):
     """What pi0 and pi0.5 share (their lerobot code is a near copy)."""
 
     time_layer: str  # the module whose input carries the sinusoidal time embedding
+    bundled_tokenizer = TOKENIZER_DIR
 
     def __init__(self, policy: nn.Module, phi: TargetTimeEmbedding | None = None, *,
                  default_num_steps: int = 1, sampler: Sampler = "snap",
@@ -195,6 +196,10 @@ class SnapFlowPi0(_SnapFlowPi):
     def time_embedding_width(self) -> int:
         return int(self.policy.model.action_time_mlp_in.in_features // 2)
 
+    def time_input(self) -> tuple[nn.Module, slice]:
+        width = self.time_embedding_width()
+        return self.policy.model.action_time_mlp_in, slice(width, 2 * width)
+
     def _trainable(self) -> list[nn.Module]:
         model = self.policy.model
         return [*super()._trainable(), model.state_proj, model.action_time_mlp_in,
@@ -218,6 +223,9 @@ class SnapFlowPi05(_SnapFlowPi):
 
     def time_embedding_width(self) -> int:
         return int(self.policy.model.time_mlp_in.in_features)
+
+    def time_input(self) -> tuple[nn.Module, slice]:
+        return self.policy.model.time_mlp_in, slice(0, self.time_embedding_width())
 
     def _trainable(self) -> list[nn.Module]:
         model = self.policy.model

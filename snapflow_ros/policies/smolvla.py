@@ -71,6 +71,8 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
     """
 
     policy_type = "smolvla"
+    bundled_vlm = VLM_DIR
+    bundled_tokenizer = VLM_DIR
 
     def __init__(
         self,
@@ -101,6 +103,10 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
     def time_embedding_width(self) -> int:
         """SmolVLA fuses cat([action_emb, time_emb]): the time half of the MLP's input."""
         return int(self.policy.model.action_time_mlp_in.in_features // 2)
+
+    def time_input(self) -> tuple[nn.Module, slice]:
+        width = self.time_embedding_width()
+        return self.policy.model.action_time_mlp_in, slice(width, 2 * width)
 
     @property
     def image_keys(self) -> list[str]:
