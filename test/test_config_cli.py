@@ -93,7 +93,7 @@ def test_field_kinds_follow_the_types_of_nested_sections():
 
 
 @pytest.mark.parametrize("tool", ["bench", "demo", "demo_synthetic", "sim_demos",
-                                  "bag_to_lerobot", "distill", "eval"])
+                                  "bag_to_lerobot", "distill", "eval", "export"])
 def test_every_batch_tool_prints_its_options_with_defaults(tool):
     assert tool in TOOLS
     out = subprocess.run([sys.executable, "-m", "snapflow_ros", tool, "--help"],

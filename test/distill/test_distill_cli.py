@@ -116,3 +116,21 @@ def test_every_checkpoint_is_a_loadable_policy(run):
     assert first.is_snapflow and first.policy.default_num_steps == 1
     w0, w1 = first.policy.phi.fc2.weight, last.policy.phi.fc2.weight
     assert not torch.equal(w0, w1)  # training went on between them
+
+
+def test_distill_runs_under_bf16_autocast_on_cpu(tmp_path, tiny_teacher_dir, tiny_dataset):
+    """The paper's bf16 autocast (the CUDA default) runs on CPU too: finite losses, a student
+    that loads and samples finite actions."""
+    out = tmp_path / "run"
+    args = ["--teacher", str(tiny_teacher_dir), "--dataset_root", str(tiny_dataset),
+            "--output_dir", str(out), "--steps", "4", "--save_every", "4", "--log_every", "1",
+            "--num_workers", "0", "--cpu_threads", "1", "--dtype", "bfloat16",
+            "--eval_max_samples", "6", "--eval_batch_size", "6"]
+    proc = subprocess.run([sys.executable, "-m", "snapflow_ros", "distill", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    losses = [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    results = json.loads((out / "eval.json").read_text())
+    assert all(torch.isfinite(torch.tensor(results[m]["mse"])) for m in METHODS)

@@ -72,6 +72,14 @@ def test_export_refuses_a_plain_teacher_and_a_non_empty_directory(tmp_path):
     assert (tmp_path / "busy" / "x").read_text() == "keep"
 
 
+def test_export_refuses_a_time_layer_the_fold_would_not_be_exact_for(tmp_path):
+    student = _student("smolvla-tiny", tmp_path / "student")
+    student.policy.policy.model.action_time_mlp_in.bias = None  # nothing to fold into
+    with pytest.raises(ExportError, match="not a linear layer with a bias"):
+        export_lerobot(student, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_export_cli_writes_the_directory_and_says_what_it_is(tmp_path):
     _student("pi05-tiny", tmp_path / "student")
     cmd = [sys.executable, "-m", "snapflow_ros", "export", str(tmp_path / "student"),
