@@ -52,10 +52,15 @@ TASKS = ("reach_two_targets", "reach_two_fixed_targets")
 
 
 class ExpertNode(Node):
-    """Answers each frame of the first camera with ``plan(t + 1/fps)`` on the action topic."""
+    """Answers each frame of the first camera with ``plan(t + 1/fps)`` on the action topic,
+    until ``episode_over()``: the lock-stepped bridge then holds sim time at the first frame
+    after the episode's end until the next reset, however long the bag takes to write (the
+    next episode starts at the same sim time on a busy machine as on a quiet one)."""
 
-    def __init__(self, topic_map: TopicMap, **kwargs: object) -> None:
+    def __init__(self, topic_map: TopicMap, episode_over: Callable[[], bool] = lambda: False,
+                 **kwargs: object) -> None:
         super().__init__("scripted_expert", **kwargs)  # type: ignore[arg-type]
+        self.episode_over = episode_over
         self.names = topic_map.action_names
         self.period_s = 1.0 / topic_map.fps
         self.plan: JointPlan | None = None
@@ -79,6 +84,8 @@ class ExpertNode(Node):
 
     def _answer(self, stamp: int) -> None:
         assert self.plan is not None
+        if self.episode_over():
+            return
         q = self.plan((stamp - self.start_ns) / NS + self.period_s)
         cmd = JointState(name=list(self.names), position=q.tolist())
         fill_stamp(cmd.header.stamp, stamp)
@@ -88,6 +95,10 @@ class ExpertNode(Node):
 class EpisodeRecorder(Node):
     """Raw subscriptions on the map's topics; one ``BagRecorder`` episode per demo, holding
     the messages stamped inside the episode's window (reset → end), stamped with their headers.
+
+    The episode's messages are written when it ends, ordered by (stamp, topic): the order in
+    which topics arrive depends on the machine's load, the sorted order does not, so the same
+    seed gives byte-identical bags (one episode is a few tens of MB in memory).
     """
 
     def __init__(self, topic_map: TopicMap, out: Path, storage: str, **kwargs: object) -> None:
@@ -104,6 +115,7 @@ class EpisodeRecorder(Node):
         self.start_ns: int | None = None
         self.end_ns: int | None = None
         self.pending: list[tuple[int, int, bytes]] = []
+        self.kept: list[tuple[int, int, bytes]] = []  # (stamp, topic index, raw) of the episode
         self.newest = [-1] * len(topics)
 
     @property
@@ -128,11 +140,11 @@ class EpisodeRecorder(Node):
             return
         if self.end_ns is not None and stamp > self.end_ns:
             return
-        self.bag.write(self.topic_names[index], raw, stamp)
+        self.kept.append((stamp, index, raw))
 
     def begin(self) -> str:
         """Open the next episode's bag (its name); messages are held until ``set_start``."""
-        self.start_ns, self.end_ns, self.pending = None, None, []
+        self.start_ns, self.end_ns, self.pending, self.kept = None, None, [], []
         return self.bag.start_episode()
 
     def set_start(self, start_ns: int) -> None:
@@ -145,6 +157,7 @@ class EpisodeRecorder(Node):
     def abort(self) -> str | None:
         """Delete the bag of an unfinished episode (interrupted): ``episodes.jsonl`` and the
         output folder then hold only whole episodes. Returns its name (None: none open)."""
+        self.kept = []
         return self.bag.discard_episode() if self.bag.recording else None
 
     def caught_up(self, end_ns: int) -> bool:
@@ -153,6 +166,9 @@ class EpisodeRecorder(Node):
 
     def finish(self, status_json: str, end_ns: int) -> dict[str, int]:
         """Write the final status, close the bag; returns message counts per topic."""
+        for stamp, index, raw in sorted(self.kept, key=lambda m: (m[0], m[1])):  # stable
+            self.bag.write(self.topic_names[index], raw, stamp)
+        self.kept = []
         store = self.bag.store
         msg = store.types["std_msgs/msg/String"](data=status_json)
         self.bag.write(self.status_topic, self.bag.serialize(msg, ROS_TYPES["String"]), end_ns)
@@ -188,7 +204,8 @@ def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, 
                  Parameter("task", value=task), Parameter("scene", value=scene),
                  Parameter("topic_map", value=topic_map), Parameter("seed", value=seed),
                  Parameter("episode_timeout_s", value=episode_timeout_s),
-                 Parameter("tick_period_s", value=0.001)]  # re-check the gate often
+                 Parameter("tick_period_s", value=0.001),  # re-check the gate often
+                 Parameter("lockstep_timeout_s", value=0.0)]  # sim time never runs on alone
     bridge = MujocoBridgeNode(context=ctx, parameter_overrides=overrides, cli_args=remap,
                               namespace=ns)
     nodes.append(bridge)
@@ -196,7 +213,7 @@ def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, 
     if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
         raise ValueError("sim_demos needs a reach_two_* task and a topic map whose "
                          f"action type is JointState (it is {tm.action.type})")
-    expert = ExpertNode(tm, context=ctx, namespace=ns)
+    expert = ExpertNode(tm, episode_over=lambda: env.status.done, context=ctx, namespace=ns)
     nodes.append(expert)
     recorder = EpisodeRecorder(tm, out, storage, context=ctx, namespace=ns)
     nodes.append(recorder)

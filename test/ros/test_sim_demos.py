@@ -117,7 +117,8 @@ def test_bridge_episodes_drive_the_recorder(tmp_path):
                 Parameter("episode_timeout_s", value=0.4)]))
         nodes.append(recorder_node.RecorderNode(
             context=ctx, namespace=ns, cli_args=remap, parameter_overrides=[
-                Parameter("use_sim_time", value=True), Parameter("output_dir", value=str(tmp_path)),
+                Parameter("use_sim_time", value=True),
+                Parameter("output_dir", value=str(tmp_path)),
                 Parameter("episode_topic", value="episode/active"),
                 Parameter("autostart", value=True)]))
         client = nodes[1].create_client(Trigger, f"{ns}/mujoco_bridge/reset")
@@ -145,3 +146,30 @@ def test_bridge_episodes_drive_the_recorder(tmp_path):
         with Reader(bag) as reader:
             topics = {c.topic for c in reader.connections}
             assert f"{ns}/camera/front/image_raw" in topics and reader.message_count > 10
+
+
+def test_the_same_seed_gives_byte_identical_bags_on_a_busy_machine(tmp_path):
+    """Load used to leak into the bags: topics were written in arrival order, and the sim ran
+    on between episodes while a bag was written (the next episode started at a later sim time,
+    so every stamp differed). Two recordings of the same two episodes, the second beside a busy
+    process on every core, must be the same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    ns = f"/t{uuid.uuid4().hex[:8]}"
+    record_demos(tmp_path / "quiet", episodes=2, seed=7, namespace=ns)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 2)]
+    try:
+        record_demos(tmp_path / "busy", episodes=2, seed=7, namespace=ns)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    quiet = sorted(p.relative_to(tmp_path / "quiet") for p in (tmp_path / "quiet").rglob("*")
+                   if p.is_file())
+    assert len(quiet) == 5  # two bags (mcap + metadata.yaml each) and episodes.jsonl
+    for rel in quiet:
+        same = (tmp_path / "quiet" / rel).read_bytes() == (tmp_path / "busy" / rel).read_bytes()
+        assert same, rel
