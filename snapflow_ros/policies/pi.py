@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from snapflow_ros.core import TargetTimeEmbedding
 from snapflow_ros.policies import transformers_compat
-from snapflow_ros.policies._quiet import quiet_stdout
+from snapflow_ros.policies._quiet import quiet_stdout, without_root_log_lines
 from snapflow_ros.policies.base import LANG_MASK, LANG_TOKENS, Sampler, SnapFlowPolicy
 
 #: Files a pi checkpoint carries besides lerobot's: its tokenizer (offline loading) and, for the
@@ -38,6 +38,7 @@ from snapflow_ros.policies.base import LANG_MASK, LANG_TOKENS, Sampler, SnapFlow
 TOKENIZER_DIR = "tokenizer"
 SHAPE_FILE = "snapflow_pi_shape.json"
 SHAPE_ATTR = "snapflow_shape"  # set on the lerobot policy by whoever built its modules
+VISION_KEY_WARNING = "Vision embedding key might need handling"
 
 
 @dataclass
@@ -150,10 +151,13 @@ class _SnapFlowPi(SnapFlowPolicy):
         shape_file = directory / SHAPE_FILE
         shape = json.loads(shape_file.read_text())["shape"] if shape_file.is_file() else "full"
         scope = tiny_shapes(cls.policy_type) if shape == "tiny" else contextlib.nullcontext()
-        with scope, quiet_stdout():  # strict below: lerobot keeps random weights on a mismatch
+        # lerobot warns "Vision embedding key might need handling" for every pi checkpoint's
+        # patch embedding; the strict check below says whether anything did not load
+        with scope, quiet_stdout(), without_root_log_lines(VISION_KEY_WARNING):
+            # strict below: lerobot keeps random weights on a mismatch
             policy = policy_cls.from_pretrained(directory, config=config, strict=False)
-        with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
-            fixed = policy._fix_pytorch_state_dict_keys(dict.fromkeys(f.keys()), config)
+            with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
+                fixed = policy._fix_pytorch_state_dict_keys(dict.fromkeys(f.keys()), config)
         stored = {k if k.startswith("model.") else f"model.{k}" for k in fixed}  # lerobot's rule
         params = policy.state_dict(keep_vars=True)
         loaded_storage = {params[k].data_ptr() for k in stored if k in params}
