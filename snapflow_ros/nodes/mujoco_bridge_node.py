@@ -55,7 +55,8 @@ def build_runner(params: MujocoBridgeParams, topic_map: TopicMap) -> SimRunner:
     """Scene + task + env + runner from the parameters; raises ``SceneError`` naming names."""
     cameras = [SceneCamera(c.name, c.height, c.width) for c in topic_map.cameras]
     scene = Scene(load_model(params.scene), topic_map.state_names, cameras,
-                  params.physics_rate_hz, actuated=topic_map.action_names)
+                  params.physics_rate_hz, actuated=topic_map.action_names,
+                  keyframe=params.keyframe)
     env = MujocoEnv(scene, make_task(params.task, scene), params.episode_timeout_s)
     return SimRunner(env, params.runner_config())
 
@@ -126,7 +127,8 @@ class MujocoBridgeNode(Node):
         status = self.runner.reset(self.params.seed, self.sink)
         self.get_logger().info(
             f"scene {self.params.scene or 'packaged reach_two_targets.xml'}, task "
-            f"{self.params.task}, mode {self.params.mode}, episode seed {status.seed}")
+            f"{self.params.task}, mode {self.params.mode}, episode seed {status.seed}, "
+            f"initial pose: {self.runner.env.scene.initial_pose}")
 
     def _subscribe_commands(self) -> None:
         action, trajectory_topic = self.topic_map.action, self.params.trajectory_topic

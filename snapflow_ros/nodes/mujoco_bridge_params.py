@@ -34,6 +34,9 @@ class MujocoBridgeParams:
                       "possible", "choices": MODES})
     real_time_factor: float = field(default=1.0, metadata={
         **RO, "help": "realtime mode: sim seconds per wall second", "min": 0.01, "max": 100.0})
+    keyframe: str = field(default="", metadata={
+        **RO, "help": "MJCF keyframe of the initial pose; empty: 'home' if the model has it, "
+                      "else its first keyframe, else the model's defaults (logged at start)"})
     physics_rate_hz: float = field(default=500.0, metadata={
         **RO, "help": "physics steps per sim second; 0 keeps the MJCF timestep",
         "min": 0.0, "max": 20000.0})

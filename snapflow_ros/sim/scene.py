@@ -81,7 +81,7 @@ class Scene:
 
     def __init__(self, model: mujoco.MjModel, joints: Sequence[str],
                  cameras: Sequence[SceneCamera] = (), physics_rate_hz: float = 0.0,
-                 actuated: Sequence[str] | None = None) -> None:
+                 actuated: Sequence[str] | None = None, keyframe: str = "") -> None:
         if physics_rate_hz < 0:
             raise SceneError(f"physics_rate_hz must be >= 0 (0 = the MJCF's), got "
                              f"{physics_rate_hz}")
@@ -106,8 +106,28 @@ class Scene:
         self.lower = np.where(limited, lo, -np.inf)
         self.upper = np.where(limited, hi, np.inf)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self.home_key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, HOME_KEY)
+        self.home_key, self.initial_pose = self._initial_keyframe(keyframe)
         self.reset()
+
+    def _initial_keyframe(self, name: str) -> tuple[int, str]:
+        """(keyframe id or -1, a description): ``name`` when given, else ``home`` if the model
+        has it, else its first keyframe, else the model's defaults (qpos0)."""
+        m = self.model
+        if name:
+            key = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_KEY, name)
+            if key < 0:
+                have = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_KEY, k) or f"#{k} (unnamed)"
+                        for k in range(m.nkey)]
+                raise SceneError(f"the scene has no keyframe {name!r}; its keyframes are "
+                                 f"{have or 'none'} (empty keyframe: home, else the first)")
+            return key, f"keyframe {name!r}"
+        key = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_KEY, HOME_KEY)
+        if key >= 0:
+            return key, f"keyframe {HOME_KEY!r}"
+        if m.nkey > 0:
+            label = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_KEY, 0)
+            return 0, f"keyframe {label!r}" if label else "the first keyframe (unnamed)"
+        return -1, "the model's defaults (qpos0; no keyframe)"
 
     def _joint_ids(self, names: Sequence[str]) -> np.ndarray:
         jids = self._lookup(mujoco.mjtObj.mjOBJ_JOINT, self.model.njnt, names, "joint")
@@ -150,7 +170,7 @@ class Scene:
 
     # -- state ----------------------------------------------------------------------------
     def reset(self) -> None:
-        """Back to the ``home`` keyframe (or qpos0) at rest; the targets hold that pose."""
+        """Back to the initial keyframe (``initial_pose``) at rest; the targets hold that pose."""
         if self.home_key >= 0:
             mujoco.mj_resetDataKeyframe(self.model, self.data, self.home_key)
         else:

@@ -135,3 +135,45 @@ def test_episode_times_out_without_success():
     assert env.is_episode_complete()
     assert (env.status.reason, env.status.success, env.status.end_ns) == ("timeout", False,
                                                                           env.time_ns)
+
+
+_KEYFRAME_XML = """
+<mujoco>
+  <worldbody>
+    <body><joint name="a" type="hinge" range="-1 1"/><geom size="0.1"/>
+      <body pos="0 0 0.2"><joint name="b" type="hinge" range="-1 1"/><geom size="0.1"/></body>
+    </body>
+  </worldbody>
+  <actuator><position joint="a" kp="10"/><position joint="b" kp="10"/></actuator>
+  <keyframe>{keys}</keyframe>
+</mujoco>
+"""
+
+
+def _keyed_scene(tmp_path, keys, **kw):
+    path = tmp_path / "keyed.xml"
+    path.write_text(_KEYFRAME_XML.format(keys=keys))
+    return Scene(load_model(path), ["a", "b"], **kw)
+
+
+def test_the_initial_pose_is_home_else_the_first_keyframe_else_qpos0(tmp_path):
+    """gym-aloha's scene has one unnamed keyframe: it used to be ignored (fingers started
+    outside their range). A named keyframe can be chosen; a wrong name lists the keyframes."""
+    both = '<key qpos="0.1 0.2"/><key name="home" qpos="0.3 0.4"/><key name="up" qpos="0.5 0.6"/>'
+    scene = _keyed_scene(tmp_path, both)
+    assert scene.initial_pose == "keyframe 'home'"
+    np.testing.assert_allclose(scene.joint_positions(), [0.3, 0.4])
+    scene = _keyed_scene(tmp_path, both, keyframe="up")
+    np.testing.assert_allclose(scene.joint_positions(), [0.5, 0.6])
+    scene.data.qpos[:] = 0.0
+    scene.reset()  # every reset goes back to the chosen keyframe
+    np.testing.assert_allclose(scene.joint_positions(), [0.5, 0.6])
+    unnamed = _keyed_scene(tmp_path, '<key qpos="0.1 0.2"/>')
+    assert unnamed.initial_pose == "the first keyframe (unnamed)"
+    np.testing.assert_allclose(unnamed.joint_positions(), [0.1, 0.2])
+    none = _keyed_scene(tmp_path, "")
+    assert "no keyframe" in none.initial_pose
+    np.testing.assert_allclose(none.joint_positions(), [0.0, 0.0])
+    listed = r"no keyframe 'down'.*\['#0 \(unnamed\)', 'home', 'up'\]"
+    with pytest.raises(SceneError, match=listed):
+        _keyed_scene(tmp_path, both, keyframe="down")
