@@ -36,8 +36,9 @@ def generate_launch_description() -> LaunchDescription:
                               description="mujoco_bridge parameters YAML"),
         DeclareLaunchArgument("scene", default_value="",
                               description="MJCF scene (empty: the packaged two-target arm)"),
-        DeclareLaunchArgument("task", default_value="reach_two_targets",
-                              description="reach_two_targets or none (for other scenes)"),
+        DeclareLaunchArgument("task", default_value="",
+                              description="empty: the packaged scene's reach task, none on your "
+                                          "scene; or reach_two_fixed_targets, none, module:Class"),
         DeclareLaunchArgument("topic_map", default_value="",
                               description="topic map YAML shared by all nodes (empty: packaged)"),
         DeclareLaunchArgument("mode", default_value="realtime",

@@ -51,13 +51,19 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def task_name(params: MujocoBridgeParams) -> str:
+    """The task to run: the parameter, or for an empty one the packaged scene's task on the
+    packaged scene and none on a scene of the user's (which has no reach targets)."""
+    return params.task or ("none" if params.scene else "reach_two_targets")
+
+
 def build_runner(params: MujocoBridgeParams, topic_map: TopicMap) -> SimRunner:
     """Scene + task + env + runner from the parameters; raises ``SceneError`` naming names."""
     cameras = [SceneCamera(c.name, c.height, c.width) for c in topic_map.cameras]
     scene = Scene(load_model(params.scene), topic_map.state_names, cameras,
                   params.physics_rate_hz, actuated=topic_map.action_names,
                   keyframe=params.keyframe)
-    env = MujocoEnv(scene, make_task(params.task, scene), params.episode_timeout_s)
+    env = MujocoEnv(scene, make_task(task_name(params), scene), params.episode_timeout_s)
     return SimRunner(env, params.runner_config())
 
 
@@ -127,7 +133,7 @@ class MujocoBridgeNode(Node):
         status = self.runner.reset(self.params.seed, self.sink)
         self.get_logger().info(
             f"scene {self.params.scene or 'packaged reach_two_targets.xml'}, task "
-            f"{self.params.task}, mode {self.params.mode}, episode seed {status.seed}, "
+            f"{task_name(self.params)}, mode {self.params.mode}, episode seed {status.seed}, "
             f"initial pose: {self.runner.env.scene.initial_pose}")
 
     def _subscribe_commands(self) -> None:

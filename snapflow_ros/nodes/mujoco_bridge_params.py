@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from snapflow_ros.nodes.params import check_fields
 from snapflow_ros.sim.runner import GATES, MODES, RunnerConfig
-from snapflow_ros.sim.tasks import TASKS
 
 RO = {"read_only": True}
 
@@ -18,10 +17,11 @@ class MujocoBridgeParams:
     scene: str = field(default="", metadata={
         **RO, "help": "MJCF scene file; empty: the packaged reach_two_targets arm. Its joint "
                       "and camera names must be the topic map's"})
-    task: str = field(default="reach_two_targets", metadata={
+    task: str = field(default="", metadata={
         **RO, "help": "episode scoring: reach_two_targets (random target places) or "
-                      "reach_two_fixed_targets (both need the packaged scene's targets), or none",
-        "choices": TASKS})
+                      "reach_two_fixed_targets (both need the packaged scene's targets), none, "
+                      "or module:Class (a Task of your own, sim/tasks.py); empty: "
+                      "reach_two_targets on the packaged scene, none on your own scene"})
     topic_map: str = field(default="", metadata={
         **RO, "help": "topic map YAML (cameras, joints, action topic); empty: the packaged "
                       "config/topic_map.yaml"})

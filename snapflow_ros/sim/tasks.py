@@ -7,7 +7,8 @@ target at random are bimodal: the average of the two reaches ends between the ta
 neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two
 places (left and right): the only randomness is the expert's choice, so a policy can solve it
 from the joint state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds
-(any scene, episodes end only on the bridge's timeout).
+(any scene, episodes end only on the bridge's timeout). A task of your own is any class with
+the ``Task`` members, named ``module:Class`` (``make_task``).
 """
 
 from __future__ import annotations
@@ -143,11 +144,37 @@ class ReachTwoTargets:
 
 
 def make_task(name: str, scene: Scene) -> Task:
-    """A task by name (``TASKS``); unknown names list the choices."""
+    """A task by name: a built-in (``TASKS``), or ``module:Class`` for a task of the user's own
+    (a class implementing ``Task``, built as ``Class(scene)``; the module on PYTHONPATH).
+    Unknown names list the choices."""
     if name == "reach_two_targets":
         return ReachTwoTargets(scene)
     if name == "reach_two_fixed_targets":
         return ReachTwoTargets(scene, FIXED_TARGETS, name=name)
     if name == "none":
         return NoTask()
-    raise ValueError(f"unknown task {name!r}; choose one of {list(TASKS)}")
+    if ":" in name:
+        return _plugin_task(name, scene)
+    raise ValueError(f"unknown task {name!r}; choose one of {list(TASKS)} or give your own as "
+                     f"module:Class")
+
+
+def _plugin_task(name: str, scene: Scene) -> Task:
+    import importlib
+
+    module_name, _, class_name = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"task {name!r}: cannot import module {module_name!r} ({err}); put it "
+                         f"on PYTHONPATH") from err
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ValueError(f"task {name!r}: module {module_name!r} has no {class_name!r}")
+    task = cls(scene)
+    missing = [a for a in ("name", "timeout_s", "state", "reset", "update")
+               if not hasattr(task, a)]
+    if missing or not isinstance(getattr(task, "state", None), TaskState):
+        raise ValueError(f"task {name!r} is not a Task (sim/tasks.py): it lacks "
+                         f"{missing or ['a TaskState in .state']}")
+    return task

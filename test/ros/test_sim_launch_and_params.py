@@ -86,7 +86,7 @@ def test_launch_arguments_are_declared_described_and_valid(tree):
     for name, call in declared.items():
         assert _kw(call, "description").value, name
     assert _kw(declared["mode"], "default_value").value in MODES
-    assert _kw(declared["task"], "default_value").value in TASKS
+    assert _kw(declared["task"], "default_value").value in ("", *TASKS)  # "": by the scene
     assert "config/mujoco_bridge.yaml" in ast.unparse(_kw(declared["params_file"],
                                                           "default_value"))
 
@@ -196,3 +196,12 @@ def test_node_declares_the_yaml_parameters_and_reads_them_back():
         if node is not None:
             node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_an_empty_task_is_the_packaged_scenes_reach_task_and_none_on_a_users_scene():
+    """A user's scene has no reach targets: the bridge used to fail there until task:=none."""
+    from snapflow_ros.nodes.mujoco_bridge_node import task_name
+
+    assert task_name(MujocoBridgeParams()) == "reach_two_targets"
+    assert task_name(MujocoBridgeParams(scene="/robots/panda.xml")) == "none"
+    assert task_name(MujocoBridgeParams(scene="/x.xml", task="mod:Task")) == "mod:Task"

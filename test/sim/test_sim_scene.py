@@ -11,7 +11,7 @@ from snapflow_ros.sim.scene import (
     default_scene_path,
     load_model,
 )
-from snapflow_ros.sim.tasks import ReachTwoTargets, make_task
+from snapflow_ros.sim.tasks import ReachTwoTargets, TaskState, make_task
 from snapflow_ros.topic_map import load_topic_map
 
 JOINTS = [f"joint{i}" for i in range(1, 7)]
@@ -177,3 +177,44 @@ def test_the_initial_pose_is_home_else_the_first_keyframe_else_qpos0(tmp_path):
     listed = r"no keyframe 'down'.*\['#0 \(unnamed\)', 'home', 'up'\]"
     with pytest.raises(SceneError, match=listed):
         _keyed_scene(tmp_path, both, keyframe="down")
+
+
+class ReachZero:
+    """A task of a user's own (loaded by name below): succeed once joint ``a`` is near 0."""
+
+    name = "reach_zero"
+    timeout_s = 2.0
+
+    def __init__(self, scene):
+        self.state = TaskState()
+
+    def reset(self, scene, rng):
+        self.state = TaskState()
+        scene.data.qpos[scene.qpos_adr[0]] = rng.uniform(0.5, 0.9)
+
+    def update(self, scene):
+        if abs(scene.joint_positions()[0]) < 0.05:
+            self.state.success = True
+
+
+def test_a_task_of_ones_own_loads_by_module_and_class(tmp_path):
+    scene = _keyed_scene(tmp_path, "")
+    task = make_task(f"{__name__}:ReachZero", scene)
+    assert task.name == "reach_zero"
+    env = MujocoEnv(scene, task)
+    env.reset(seed=3)
+    start = scene.joint_positions()[0]
+    assert 0.5 <= start <= 0.9  # the task's own seeded randomisation
+    env.reset(seed=3)
+    assert scene.joint_positions()[0] == start
+    for _ in range(200):
+        env.apply_action(np.zeros(2), 0.01)
+        if env.is_episode_complete():
+            break
+    assert env.status.success and env.status.time_s < 2.0
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
+        make_task("no_such_module:Task", scene)
+    with pytest.raises(ValueError, match="has no 'Nope'"):
+        make_task(f"{__name__}:Nope", scene)
+    with pytest.raises(ValueError, match="is not a Task"):
+        make_task(f"{__name__}:SceneCamera", scene)
