@@ -57,6 +57,7 @@ class CameraSpec:
     type: str = "Image"
     height: int = 224
     width: int = 224
+    model_camera: str = ""  # the simulator's camera name when it differs (e.g. has a '/')
 
     @property
     def key(self) -> str:
@@ -193,10 +194,11 @@ def topic_map_from_dict(data: dict[str, Any], source: str = "topic map") -> Topi
         if not _NAME.match(str(name)):
             raise TopicMapError(f"{where}: camera names must be identifiers (letters, digits, _)")
         spec = spec or {}
-        _unknown(spec, {"topic", "type", "height", "width"}, where)
+        _unknown(spec, {"topic", "type", "height", "width", "model_camera"}, where)
         cam = CameraSpec(name=str(name), topic=str(_require(spec, "topic", where)),
                          type=str(spec.get("type", "Image")), height=int(spec.get("height", 224)),
-                         width=int(spec.get("width", 224)))
+                         width=int(spec.get("width", 224)),
+                         model_camera=str(spec.get("model_camera") or ""))
         if cam.type not in IMAGE_TYPES:
             raise TopicMapError(f"{where}: type must be one of {IMAGE_TYPES}, got {cam.type!r}")
         if cam.height < 1 or cam.width < 1:

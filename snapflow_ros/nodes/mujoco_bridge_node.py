@@ -59,7 +59,7 @@ def task_name(params: MujocoBridgeParams) -> str:
 
 def build_runner(params: MujocoBridgeParams, topic_map: TopicMap) -> SimRunner:
     """Scene + task + env + runner from the parameters; raises ``SceneError`` naming names."""
-    cameras = [SceneCamera(c.name, c.height, c.width) for c in topic_map.cameras]
+    cameras = [SceneCamera(c.name, c.height, c.width, c.model_camera) for c in topic_map.cameras]
     scene = Scene(load_model(params.scene), topic_map.state_names, cameras,
                   params.physics_rate_hz, actuated=topic_map.action_names,
                   keyframe=params.keyframe)

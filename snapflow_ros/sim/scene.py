@@ -36,11 +36,17 @@ class RenderError(RuntimeError):
 
 @dataclass(frozen=True)
 class SceneCamera:
-    """A camera to render: its MJCF name and the image size in pixels."""
+    """A camera to render: its name (the topic map's), the image size in pixels, and the MJCF
+    camera's name when it differs (``model_camera``: MJCF names may hold '/', ours may not)."""
 
     name: str
     height: int = 224
     width: int = 224
+    model_camera: str = ""
+
+    @property
+    def mjcf_name(self) -> str:
+        return self.model_camera or self.name
 
 
 def default_scene_path() -> Path:
@@ -99,8 +105,8 @@ class Scene:
         self.act_qpos_adr = model.jnt_qposadr[act_jids].astype(np.intp)
         self.act_dof_adr = model.jnt_dofadr[act_jids].astype(np.intp)
         self.actuator_ids = self._position_actuators(act_jids)
-        self._lookup(mujoco.mjtObj.mjOBJ_CAMERA, model.ncam, [c.name for c in self.cameras],
-                     "camera")
+        self._lookup(mujoco.mjtObj.mjOBJ_CAMERA, model.ncam,
+                     [c.mjcf_name for c in self.cameras], "camera")
         limited = model.jnt_limited[act_jids].astype(bool)
         lo, hi = model.jnt_range[act_jids].T
         self.lower = np.where(limited, lo, -np.inf)
@@ -147,7 +153,8 @@ class Scene:
             have = _names(self.model, obj, count)
             raise SceneError(
                 f"the scene has no {kind}(s) {missing} that the topic map names; the scene's "
-                f"{kind}s are {have} (rename them in the MJCF or in the topic map)"
+                f"{kind}s are {have} (rename them in the MJCF or in the topic map"
+                f"{'; or give the MJCF name as model_camera' if kind == 'camera' else ''})"
             )
         return np.asarray(ids, dtype=np.intp)
 
@@ -248,7 +255,7 @@ class Scene:
         """(H, W, 3) uint8 RGB from ``camera`` of the current state."""
         renderer = self._renderer(camera.height, camera.width)
         self.forward()
-        renderer.update_scene(self.data, camera=camera.name)
+        renderer.update_scene(self.data, camera=camera.mjcf_name)
         flags = renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0

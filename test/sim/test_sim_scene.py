@@ -218,3 +218,24 @@ def test_a_task_of_ones_own_loads_by_module_and_class(tmp_path):
         make_task(f"{__name__}:Nope", scene)
     with pytest.raises(ValueError, match="is not a Task"):
         make_task(f"{__name__}:SceneCamera", scene)
+
+
+def test_a_model_camera_whose_name_is_not_an_identifier_is_mapped(tmp_path):
+    """gym-aloha names cameras like 'cam/left'; the topic map's names must be identifiers."""
+    from snapflow_ros.topic_map import topic_map_from_dict
+
+    xml = _KEYFRAME_XML.format(keys="").replace(
+        "<worldbody>", '<worldbody><camera name="cam/left" pos="0 -1 0.3" xyaxes="1 0 0 0 0 1"/>')
+    path = tmp_path / "cams.xml"
+    path.write_text(xml)
+    tm = topic_map_from_dict({
+        "fps": 30, "cameras": {"left": {"topic": "cam/left/image", "height": 32, "width": 40,
+                                        "model_camera": "cam/left"}},
+        "joint_states": {"topic": "joint_states", "joints": ["a", "b"]},
+        "action": {"topic": "cmd", "joints": ["a", "b"]}}, "test")
+    (cam,) = tm.cameras
+    scene = Scene(load_model(path), ["a", "b"], [SceneCamera(cam.name, cam.height, cam.width,
+                                                             cam.model_camera)])
+    assert scene.render_all()["left"].shape == (32, 40, 3)
+    with pytest.raises(SceneError, match="give the MJCF name as model_camera"):
+        Scene(load_model(path), ["a", "b"], [SceneCamera("left", 32, 40)])
