@@ -36,7 +36,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from snapflow_ros.conversions.image import fill_image_msg
 from snapflow_ros.conversions.joints import JointConversionError, JointOrder
-from snapflow_ros.conversions.stamps import fill_stamp, stamp_to_ns
+from snapflow_ros.conversions.stamps import NS, fill_stamp, stamp_to_ns
 from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.mujoco_bridge_params import MujocoBridgeParams
 from snapflow_ros.nodes.params import declare, help_requested, updated, usage
@@ -127,6 +127,7 @@ class MujocoBridgeNode(Node):
         self.create_timer(self.params.diagnostics_period_s, self._on_diagnostics, clock=steady)
         self._diag_mark = (steady.now().nanoseconds, 0, 0)
         self._steady = steady
+        self._slow_since: int | None = None
         if self.get_parameter("use_sim_time").value:
             self.get_logger().warn("use_sim_time is true on the bridge, which *publishes* "
                                    "/clock; its stamps come from the simulation anyway")
@@ -134,7 +135,15 @@ class MujocoBridgeNode(Node):
         self.get_logger().info(
             f"scene {self.params.scene or 'packaged reach_two_targets.xml'}, task "
             f"{task_name(self.params)}, mode {self.params.mode}, episode seed {status.seed}, "
-            f"initial pose: {self.runner.env.scene.initial_pose}")
+            f"initial pose: {self.runner.env.scene.initial_pose}, {self._physics_rate()}")
+
+    def _physics_rate(self) -> str:
+        scene = self.runner.env.scene
+        text = f"physics {1.0 / scene.timestep:g} Hz"
+        if abs(scene.timestep - scene.mjcf_timestep) > 1e-12:
+            text += (f" (physics_rate_hz overrides the MJCF's timestep {scene.mjcf_timestep:g} s;"
+                     f" 0 keeps it)")
+        return text
 
     def _subscribe_commands(self) -> None:
         action, trajectory_topic = self.topic_map.action, self.params.trajectory_topic
@@ -196,6 +205,27 @@ class MujocoBridgeNode(Node):
     def _on_diagnostics(self) -> None:
         self.diagnostics_pub.publish(self.diagnostics())
 
+    def _check_realtime(self, rtf: float, render_ms: float) -> bool:
+        """realtime mode: True (and a throttled WARN with the costs) once the real-time factor
+        stays below 90 % of the requested one for 2 s of diagnostics periods."""
+        wanted = self.params.real_time_factor
+        if self.params.mode != "realtime" or rtf >= 0.9 * wanted:
+            self._slow_since = None
+            return False
+        now = self._steady.now().nanoseconds
+        self._slow_since = self._slow_since or now
+        if now - self._slow_since < 2 * NS:
+            return False
+        frame_share = render_ms * self.params.camera_rate_hz * rtf / 10.0  # % of wall time
+        step_ms = self.runner.env.scene.timestep * 1e3
+        self.get_logger().warn(
+            f"behind real time: {rtf:.2f}x instead of {wanted:g}x; rendering takes "
+            f"{render_ms:.1f} ms per frame set ({frame_share:.0f} % of wall time at "
+            f"{self.params.camera_rate_hz:g} Hz), physics steps of {step_ms:g} ms: lower "
+            f"camera_rate_hz or the cameras' sizes, or use mode lockstep",
+            throttle_duration_sec=10.0)
+        return True
+
     # -- helpers ----------------------------------------------------------------------------
     def _unnamed(self, values: object, what: str) -> np.ndarray:
         q = np.asarray(values, dtype=np.float64)
@@ -226,7 +256,8 @@ class MujocoBridgeNode(Node):
                   "episode_done": env.status.done, "episode_success": env.status.success,
                   "rejected_commands": self.rejected, "last_rejection": self.last_rejection,
                   "lockstep_timeouts": r.gate_timeouts, "realtime_overruns": r.overruns}
-        warn = bool(self.rejected or r.gate_timeouts or r.overruns)
+        values["behind_real_time"] = behind = self._check_realtime(rtf, render_ms)
+        warn = bool(self.rejected or r.gate_timeouts or r.overruns or behind)
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
             name=f"{self.get_name()}: simulation", hardware_id="mujoco",

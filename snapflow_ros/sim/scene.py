@@ -92,6 +92,7 @@ class Scene:
             raise SceneError(f"physics_rate_hz must be >= 0 (0 = the MJCF's), got "
                              f"{physics_rate_hz}")
         self.model = model
+        self.mjcf_timestep = float(model.opt.timestep)  # the model's own, before any override
         if physics_rate_hz:
             model.opt.timestep = 1.0 / physics_rate_hz
         self.data = mujoco.MjData(model)
