@@ -80,9 +80,14 @@ class Scene:
         joints: hinge/slide joints whose state is read (N,), in state order.
         cameras: cameras to render.
         physics_rate_hz: overrides the model's timestep (1 / rate); 0 keeps the MJCF's.
-        actuated: joints that are commanded (M,), in action order (default: ``joints``); each
-            needs a position actuator (on that joint, with an affine bias, as ``<position>``
-            makes). ``lower``/``upper`` are their joint ranges (±inf where unlimited).
+        actuated: what the action commands (M,), in action order (default: ``joints``): each
+            entry a joint driven by a position actuator, or the name of a position actuator
+            itself (any transmission: a tendon gripper, a joint); ``<position>`` makes them
+            (an affine bias, ``force = kp·(ctrl − length)``). A joint entry reads and targets
+            the joint position; an actuator entry its length (``actuator_length``, the
+            tendon's or joint's length times the gear). Motor, velocity or other actuators
+            are refused, naming them (this bridge commands positions). ``lower``/``upper``:
+            joint ranges, or actuator ctrlranges (±inf where unlimited).
     """
 
     def __init__(self, model: mujoco.MjModel, joints: Sequence[str],
@@ -100,16 +105,24 @@ class Scene:
         self.actuated = tuple(actuated) if actuated is not None else self.joint_names
         self.cameras = tuple(cameras)
         jids = self._joint_ids(self.joint_names)
-        act_jids = self._joint_ids(self.actuated)
         self.qpos_adr = model.jnt_qposadr[jids].astype(np.intp)
         self.dof_adr = model.jnt_dofadr[jids].astype(np.intp)
-        self.act_qpos_adr = model.jnt_qposadr[act_jids].astype(np.intp)
-        self.act_dof_adr = model.jnt_dofadr[act_jids].astype(np.intp)
-        self.actuator_ids = self._position_actuators(act_jids)
+        act_jids, self.actuator_ids = self._actuated_entries(self.actuated)
+        self._by_actuator = act_jids < 0  # entries read through actuator_length
+        joint_rows = np.where(self._by_actuator, 0, act_jids)
+        self.act_qpos_adr = np.where(self._by_actuator, -1,
+                                     model.jnt_qposadr[joint_rows]).astype(np.intp)
+        self.act_dof_adr = np.where(self._by_actuator, -1,
+                                    model.jnt_dofadr[joint_rows]).astype(np.intp)
         self._lookup(mujoco.mjtObj.mjOBJ_CAMERA, model.ncam,
                      [c.mjcf_name for c in self.cameras], "camera")
-        limited = model.jnt_limited[act_jids].astype(bool)
-        lo, hi = model.jnt_range[act_jids].T
+        limited = np.where(self._by_actuator,
+                           model.actuator_ctrllimited[self.actuator_ids].astype(bool),
+                           model.jnt_limited[joint_rows].astype(bool))
+        lo = np.where(self._by_actuator, model.actuator_ctrlrange[self.actuator_ids, 0],
+                      model.jnt_range[joint_rows, 0])
+        hi = np.where(self._by_actuator, model.actuator_ctrlrange[self.actuator_ids, 1],
+                      model.jnt_range[joint_rows, 1])
         self.lower = np.where(limited, lo, -np.inf)
         self.upper = np.where(limited, hi, np.inf)
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
@@ -159,22 +172,45 @@ class Scene:
             )
         return np.asarray(ids, dtype=np.intp)
 
-    def _position_actuators(self, jids: np.ndarray) -> np.ndarray:
+    def _actuated_entries(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(joint id or -1 for an actuator entry, position actuator id) per action entry."""
         m = self.model
-        by_joint = {int(m.actuator_trnid[a, 0]): a for a in range(m.nu)
-                    if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)
-                    and int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_AFFINE)
-                    and m.actuator_biasprm[a, 1] < 0}
-        missing = [n for n, j in zip(self.actuated, jids, strict=True) if int(j) not in by_joint]
-        if missing:
-            have = [f"{mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a)}"
-                    f"->{mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, m.actuator_trnid[a, 0])}"
-                    for a in range(m.nu)]
+        servos = {a for a in range(m.nu)
+                  if int(m.actuator_biastype[a]) == int(mujoco.mjtBias.mjBIAS_AFFINE)
+                  and m.actuator_biasprm[a, 1] < 0}
+        on_joint = {int(m.actuator_trnid[a, 0]): a for a in sorted(servos)
+                    if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)}
+        jids, aids, problems = [], [], []
+        for name in names:
+            jid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+            aid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, name)
+            if jid >= 0 and jid in on_joint:
+                jids.append(jid)
+                aids.append(on_joint[jid])
+                self._joint_ids([name])  # hinge or slide
+            elif aid >= 0 and aid in servos:
+                jids.append(-1)
+                aids.append(aid)
+            elif aid >= 0:
+                problems.append(f"actuator {name!r} is not a position servo (a motor, velocity "
+                                f"or other actuator); this bridge commands positions: use "
+                                f"<position> for it")
+            elif jid >= 0:
+                drivers = [_actuator_label(m, a) for a in range(m.nu)
+                           if int(m.actuator_trntype[a]) == int(mujoco.mjtTrn.mjTRN_JOINT)
+                           and int(m.actuator_trnid[a, 0]) == jid]
+                problems.append(f"joint {name!r} has no position actuator"
+                                + (f" (driven by {drivers}, not position servos)" if drivers
+                                   else ""))
+            else:
+                problems.append(f"{name!r} is neither a joint nor an actuator")
+        if problems:
+            have = [_actuator_label(m, a) for a in range(m.nu)]
             raise SceneError(
-                f"joints {missing} have no position actuator (add <position joint=...> in the "
-                f"MJCF <actuator> section); the scene's actuators are {have}"
-            )
-        return np.asarray([by_joint[int(j)] for j in jids], dtype=np.intp)
+                f"the action entries cannot be commanded: {'; '.join(problems)}. Name a joint "
+                f"with a position actuator (add <position joint=...> in the MJCF <actuator> "
+                f"section) or a position actuator; the scene's actuators are {have}")
+        return np.asarray(jids, dtype=np.intp), np.asarray(aids, dtype=np.intp)
 
     # -- state ----------------------------------------------------------------------------
     def reset(self) -> None:
@@ -209,8 +245,10 @@ class Scene:
         return self.data.qvel[self.dof_adr].copy()
 
     def actuated_positions(self) -> np.ndarray:
-        """(M,) positions of the actuated joints, in action order."""
-        return self.data.qpos[self.act_qpos_adr].copy()
+        """(M,) positions of the action entries, in action order: joint positions, and
+        actuator lengths for actuator entries."""
+        return np.where(self._by_actuator, self.data.actuator_length[self.actuator_ids],
+                        self.data.qpos[np.where(self._by_actuator, 0, self.act_qpos_adr)])
 
     def joint_efforts(self) -> np.ndarray:
         """(N,) actuator forces on the joints (N·m or N)."""
@@ -271,3 +309,17 @@ class Scene:
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+
+def _actuator_label(model: mujoco.MjModel, a: int) -> str:
+    """``name->target`` for an error message: the joint or tendon it drives, by type."""
+    name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, a) or f"#{a}"
+    kind = int(model.actuator_trntype[a])
+    target, tid = "?", int(model.actuator_trnid[a, 0])
+    if kind == int(mujoco.mjtTrn.mjTRN_JOINT):
+        target = f"joint {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, tid)}"
+    elif kind == int(mujoco.mjtTrn.mjTRN_TENDON):
+        target = f"tendon {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_TENDON, tid)}"
+    elif kind == int(mujoco.mjtTrn.mjTRN_SITE):
+        target = f"site {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_SITE, tid)}"
+    return f"{name}->{target}"

@@ -62,7 +62,7 @@ def test_joint_without_position_actuator_is_named(tmp_path):
         '<position name="joint6" joint="joint6" ctrlrange="-2.9 2.9" kp="80" kv="3"/>', "")
     path = tmp_path / "no_act.xml"
     path.write_text(xml)
-    with pytest.raises(SceneError, match=r"\['joint6'\] have no position actuator.*joint5"):
+    with pytest.raises(SceneError, match=r"joint 'joint6' has no position actuator.*joint5"):
         Scene(load_model(path), JOINTS)
 
 
@@ -239,3 +239,56 @@ def test_a_model_camera_whose_name_is_not_an_identifier_is_mapped(tmp_path):
     assert scene.render_all()["left"].shape == (32, 40, 3)
     with pytest.raises(SceneError, match="give the MJCF name as model_camera"):
         Scene(load_model(path), ["a", "b"], [SceneCamera("left", 32, 40)])
+
+
+_GRIPPER_XML = """
+<mujoco>
+  <compiler angle="radian"/>
+  <worldbody>
+    <body><joint name="arm" type="hinge" range="-1 1"/><geom size="0.05" mass="1"/>
+      <body pos="0.1 0 0"><joint name="left" type="slide" axis="0 1 0" range="0 0.04"/>
+        <geom size="0.01" mass="0.1"/></body>
+      <body pos="0.1 0 0"><joint name="right" type="slide" axis="0 -1 0" range="0 0.04"/>
+        <geom size="0.01" mass="0.1"/></body>
+    </body>
+  </worldbody>
+  <tendon><fixed name="split"><joint joint="left" coef="0.5"/><joint joint="right" coef="0.5"/>
+  </fixed></tendon>
+  <equality><joint joint1="left" joint2="right"/></equality>
+  <actuator>
+    <position name="arm_servo" joint="arm" kp="50"/>
+    <position name="gripper" tendon="split" kp="200" ctrlrange="0 0.04"/>
+    <motor name="arm_torque" joint="arm"/>
+  </actuator>
+</mujoco>
+"""
+
+
+def test_a_tendon_gripper_is_commanded_through_its_actuator(tmp_path):
+    """The Panda's gripper is a position actuator on a tendon: name the actuator in the action
+    (its position is the actuator length), beside joints commanded by their servos."""
+    path = tmp_path / "gripper.xml"
+    path.write_text(_GRIPPER_XML)
+    scene = Scene(load_model(path), ["arm", "left", "right"], actuated=["arm", "gripper"])
+    np.testing.assert_allclose(scene.lower, [-1.0, 0.0])
+    np.testing.assert_allclose(scene.upper, [1.0, 0.04])
+    scene.set_joint_targets([0.3, 0.03])
+    scene.step(1500)
+    np.testing.assert_allclose(scene.actuated_positions(), [0.3, 0.03], atol=2e-3)
+    left, right = scene.joint_positions()[1:]
+    assert left == pytest.approx(0.03, abs=2e-3) and right == pytest.approx(0.03, abs=2e-3)
+    scene.set_joint_targets([0.0, 0.5])  # clipped to the gripper's ctrlrange
+    assert scene.joint_targets()[1] == pytest.approx(0.04)
+
+
+def test_actuators_that_are_not_position_servos_are_refused_by_name(tmp_path):
+    path = tmp_path / "gripper.xml"
+    path.write_text(_GRIPPER_XML.replace('<position name="arm_servo" joint="arm" kp="50"/>', ""))
+    with pytest.raises(SceneError, match=r"joint 'arm' has no position actuator \(driven by "
+                                         r"\['arm_torque->joint arm'\]"):
+        Scene(load_model(path), ["arm"], actuated=["arm"])
+    with pytest.raises(SceneError, match="actuator 'arm_torque' is not a position servo"):
+        Scene(load_model(path), ["arm"], actuated=["arm_torque"])
+    with pytest.raises(SceneError, match=r"'hand' is neither a joint nor an actuator.*"
+                                         r"gripper->tendon split"):
+        Scene(load_model(path), ["arm"], actuated=["hand"])
