@@ -30,6 +30,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
+        (f"share/{PACKAGE}/config/robots", sorted(glob("config/robots/*.yaml"))),
     ],
     install_requires=["setuptools"],
     python_requires=">=3.10",
