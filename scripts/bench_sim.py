@@ -1,11 +1,13 @@
 """Benchmark the MuJoCo bridge: render time per camera, real-time factor, the bridge's CPU.
 
     bash scripts/run.sh python scripts/bench_sim.py [--seconds 20] [--json]
+    bash scripts/run.sh python scripts/bench_sim.py --scene X.xml --topic-map map.yaml
 
-1. In-process, no ROS: median/p95 render time of each 224x224 camera of the packaged scene
-   (EGL/OSMesa on CPU, shadows/reflections off) and the physics step time.
-2. ``mujoco_bridge`` as a separate process in ``realtime`` mode (two 224x224 cameras at 30 Hz,
-   joint states at 100 Hz, physics at 500 Hz), observed by this process for ``--seconds``:
+1. In-process, no ROS: median/p95 render time of each camera of the scene (default: the
+   packaged one with its two 224x224 cameras; else the topic map's cameras and sizes; EGL/OSMesa
+   on CPU, shadows/reflections off) and the physics step time.
+2. ``mujoco_bridge`` as a separate process in ``realtime`` mode (cameras at 30 Hz, joint states
+   at 100 Hz, physics at 500 Hz), observed by this process for ``--seconds``:
    real-time factor from its /clock, frames received per wall second, the bridge's CPU use
    (utime + stime from /proc, in % of one core).
 3. The same in ``free`` mode: how much faster than real time the bridge can run.
@@ -31,13 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def render_bench(reps: int) -> dict[str, float]:
+def render_bench(reps: int, scene_path: str, topic_map: str) -> dict[str, float]:
     """Render time per camera (ms) and physics step time (µs), in this process."""
     from snapflow_ros.sim import GL_BACKEND
     from snapflow_ros.sim.scene import Scene, SceneCamera, load_model
+    from snapflow_ros.topic_map import load_topic_map
 
-    cams = [SceneCamera("front"), SceneCamera("wrist")]
-    scene = Scene(load_model(None), [f"joint{i}" for i in range(1, 7)], cams, 500.0)
+    tm = load_topic_map(topic_map or None)
+    cams = [SceneCamera(c.name, c.height, c.width, c.model_camera) for c in tm.cameras]
+    scene = Scene(load_model(scene_path or None), tm.state_names, cams, 500.0,
+                  actuated=tm.action_names)
     out: dict[str, float] = {"gl_backend": GL_BACKEND}  # type: ignore[dict-item]
     for cam in cams:
         times = []
@@ -59,11 +64,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bridge_bench(mode: str, seconds: float, extra: list[str]) -> dict[str, float]:
+def bridge_bench(mode: str, seconds: float, extra: list[str], topic_map: str
+                 ) -> dict[str, float]:
     """Run the bridge in a subprocess and watch its topics from this process."""
     import rclpy
     from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import Image, JointState
+
+    from snapflow_ros.topic_map import load_topic_map
+
+    cameras = [c.name for c in load_topic_map(topic_map or None).cameras]
 
     ns = f"/bench{uuid.uuid4().hex[:6]}"
     cmd = [sys.executable, "-m", "snapflow_ros", "mujoco_bridge", "--ros-args",
@@ -75,7 +85,7 @@ def bridge_bench(mode: str, seconds: float, extra: list[str]) -> dict[str, float
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("bench_listener", context=ctx, namespace=ns)
-    counts = {"front": 0, "wrist": 0, "joints": 0}
+    counts = {**dict.fromkeys(cameras, 0), "joints": 0}
     clock: list[tuple[float, int]] = []
 
     def count(key: str) -> Callable[[object], None]:
@@ -83,9 +93,10 @@ def bridge_bench(mode: str, seconds: float, extra: list[str]) -> dict[str, float
             counts[key] += 1
         return callback
 
-    node.create_subscription(Image, "camera/front/image_raw", count("front"), 10)
-    node.create_subscription(Image, "camera/wrist/image_raw", count("wrist"), 10)
-    node.create_subscription(JointState, "joint_states", count("joints"), 10)
+    tm = load_topic_map(topic_map or None)
+    for cam in tm.cameras:
+        node.create_subscription(Image, cam.topic, count(cam.name), 10)
+    node.create_subscription(JointState, tm.joint_states.topic, count("joints"), 10)
     node.create_subscription(
         Clock, "clock",
         lambda m: clock.append((time.monotonic(), m.clock.sec * 10**9 + m.clock.nanosec)), 10)
@@ -95,7 +106,7 @@ def bridge_bench(mode: str, seconds: float, extra: list[str]) -> dict[str, float
             _spin(node, ctx, 0.05)
         time.sleep(0.5)
         _spin(node, ctx, 1.0)  # warm-up
-        counts.update(front=0, wrist=0, joints=0)
+        counts.update(dict.fromkeys(counts, 0))
         clock.clear()
         cpu0, wall0 = _cpu_seconds(proc.pid), time.monotonic()
         _spin(node, ctx, seconds)
@@ -108,7 +119,7 @@ def bridge_bench(mode: str, seconds: float, extra: list[str]) -> dict[str, float
     wall = wall1 - wall0
     sim = (clock[-1][1] - clock[0][1]) / 1e9 if len(clock) > 1 else float("nan")
     return {"mode": mode, "wall_s": wall, "real_time_factor": sim / (clock[-1][0] - clock[0][0]),
-            "front_fps_wall": counts["front"] / wall, "wrist_fps_wall": counts["wrist"] / wall,
+            **{f"{c}_fps_wall": counts[c] / wall for c in cameras},
             "joint_states_hz_wall": counts["joints"] / wall,
             "bridge_cpu_percent_of_one_core": 100 * (cpu1 - cpu0) / wall}
 
@@ -129,13 +140,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="observation per mode")
     parser.add_argument("--reps", type=int, default=200, help="renders per camera")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--scene", default="", help="MJCF scene (default: the packaged arm)")
+    parser.add_argument("--topic-map", default="", help="its topic map (default: packaged)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra bridge parameter (repeatable), e.g. tick_period_s:=0.005")
     args = parser.parse_args()
+    extra = [*args.param, *([f"scene:={args.scene}"] if args.scene else []),
+             *([f"topic_map:={args.topic_map}"] if args.topic_map else [])]
     result = {"cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg()[0],
-              "render": render_bench(args.reps),
-              "realtime": bridge_bench("realtime", args.seconds, args.param),
-              "free": bridge_bench("free", args.seconds / 2, args.param),
+              "scene": args.scene or "packaged",
+              "render": render_bench(args.reps, args.scene, args.topic_map),
+              "realtime": bridge_bench("realtime", args.seconds, extra, args.topic_map),
+              "free": bridge_bench("free", args.seconds / 2, extra, args.topic_map),
               "loadavg_after": os.getloadavg()[0]}
     if args.json:
         print(json.dumps(result))  # noqa: T201
