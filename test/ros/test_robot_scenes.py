@@ -119,3 +119,66 @@ def test_the_bridge_runs_commands_and_resets(robot):
         bridge.destroy_node()
         peer.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_record_and_convert_a_robot_scene_episode(robot, tmp_path):
+    """bridge (lock-step, frame gate) + recorder on the robot's topic map, a peer answering
+    every frame with the start pose, one episode (0.4 s of sim time), then bag_to_lerobot: a
+    dataset with a frame per camera frame, whose state and action have the robot's joints and
+    whose images are the scene's."""
+    from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
+    from snapflow_ros.nodes.recorder_node import RecorderNode
+
+    xml, map_path, _, _ = robot
+    tm = load_topic_map(map_path)
+    ns = f"/t{uuid.uuid4().hex[:8]}"
+    remap = ["--ros-args", "-r", f"/clock:={ns}/clock", "-r", f"/diagnostics:={ns}/diag"]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    nodes = []
+    try:
+        nodes.append(MujocoBridgeNode(context=ctx, namespace=ns, cli_args=remap,
+                                      parameter_overrides=[
+            Parameter("scene", value=str(xml)), Parameter("topic_map", value=str(map_path)),
+            Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="frame"),
+            # every frame answered, none dropped; the first one is published before the peer
+            # is discovered: go on after 0.5 s instead of 10
+            Parameter("lockstep_timeout_s", value=0.5),
+            Parameter("episode_timeout_s", value=0.4)]))
+        nodes.append(RecorderNode(context=ctx, namespace=ns, cli_args=remap, parameter_overrides=[
+            Parameter("use_sim_time", value=True), Parameter("topic_map", value=str(map_path)),
+            Parameter("output_dir", value=str(tmp_path / "bags")),
+            Parameter("episode_topic", value="episode/active"),
+            Parameter("autostart", value=True)]))
+        peer = rclpy.create_node("peer", context=ctx, namespace=ns)
+        nodes.append(peer)
+        cmd = peer.create_publisher(JointState, tm.action.topic, 10)
+        hold = JointState(name=list(tm.action_names),
+                          position=nodes[0].runner.env.scene.actuated_positions().tolist())
+
+        def on_frame(msg):
+            hold.header.stamp = msg.header.stamp
+            cmd.publish(hold)
+
+        peer.create_subscription(Image, tm.cameras[0].topic, on_frame, 10)
+        executor = SingleThreadedExecutor(context=ctx)
+        for node in nodes:
+            executor.add_node(node)
+        bags = tmp_path / "bags"
+        wait_until(lambda: any(bags.rglob("metadata.yaml")), 30.0, "a finished episode bag",
+                   step=lambda: executor.spin_once(timeout_sec=0.01))
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    report = convert(ConvertConfig(bags=[tmp_path / "bags"], output=tmp_path / "dataset",
+                                   topic_map=tm, namespace=ns, video=False))
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    dataset = LeRobotDataset("local/dataset", root=tmp_path / "dataset")
+    assert dataset.num_frames >= 11, report  # 0.4 s at 30 fps
+    item = dataset[0]
+    assert item["observation.state"].shape == (len(tm.state_names),)
+    assert item["action"].shape == (len(tm.action_names),)
+    cam = tm.cameras[0]
+    assert item[cam.key].shape == (3, cam.height, cam.width)
