@@ -19,6 +19,11 @@ Python-level handlers of SIGINT and SIGTERM:
 - a later signal is ignored while the process is on its way out (launch's SIGINT right after
   the group's), unless it comes ``FORCE_AFTER_S`` or more after the first: then cleanup hangs
   and the process exits at once (a user's second Ctrl-C);
+- a first signal's ``KeyboardInterrupt`` that lands where Python ignores exceptions (a weakref
+  callback such as importlib's module-lock cleanup during an import, a ``__del__``: "Exception
+  ignored in ...") would leave the process running with the signal spent; ``sys.unraisablehook``
+  catches it and the signal is delivered again (from a helper thread, so the new
+  ``KeyboardInterrupt`` is raised in the main thread's own code);
 - once the node's ``main`` has returned, ``finish`` ignores both signals at the OS level:
   Python restores their default action (termination) while it finalises, and launch's signal
   landing there killed the node (exit -2) after a clean stop.
@@ -31,6 +36,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -54,12 +60,31 @@ def _on_signal(signum: int, frame: Any) -> None:
         os._exit(128 + signum)
 
 
+def _on_unraisable(args: Any) -> None:
+    """Our KeyboardInterrupt swallowed (see module docstring): deliver the signal again."""
+    exc = args.exc_value
+    names = {s.name: s for s in SIGNALS}
+    if (isinstance(exc, KeyboardInterrupt) and len(_received) == 1
+            and str(exc) == signal.Signals(_received[0][0]).name and str(exc) in names):
+        _received.clear()  # the redelivered signal is the first one again
+        threading.Timer(0.005, os.kill, (os.getpid(), names[str(exc)])).start()
+        return
+    _previous_unraisablehook(args)
+
+
+_previous_unraisablehook = sys.unraisablehook
+
+
 def install() -> None:
     """Process-wide handlers for SIGINT and SIGTERM (see module docstring). A signal that the
     parent made this process ignore (``nohup``, ``&`` in a script) stays ignored."""
+    global _previous_unraisablehook
     for sig in SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _on_signal)
+    if sys.unraisablehook is not _on_unraisable:
+        _previous_unraisablehook = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
 
 
 def received() -> int | None:

@@ -257,6 +257,47 @@ def test_an_interrupt_that_ctypes_wrapped_is_the_stop_not_an_error():
     assert not _caused_by_the_stop(ValueError("a real error"))
 
 
+_SWALLOWED = """
+import os, signal, sys, threading, time, weakref
+from snapflow_ros.nodes import shutdown
+
+shutdown.install()
+
+
+class Thing:
+    pass
+
+
+def on_death(_ref):  # like importlib's module-lock cleanup: exceptions here are ignored
+    threading.Timer(0.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end and not shutdown._received:
+        pass  # the signal's KeyboardInterrupt is raised in here, and swallowed
+
+
+thing = Thing()
+ref = weakref.ref(thing, on_death)
+del thing
+try:
+    time.sleep(5.0)
+except KeyboardInterrupt:
+    print("stopped")
+    sys.exit(0)
+print("still running")
+sys.exit(3)
+"""
+
+
+def test_an_interrupt_swallowed_in_a_weakref_callback_is_delivered_again():
+    """Seen in CI-like runs: Ctrl-C during the bridge's imports raised KeyboardInterrupt inside
+    importlib's module-lock weakref callback, where Python ignores exceptions; the process went
+    on starting and ignored the second Ctrl-C (it looked like one on the way out)."""
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, preexec_fn=_default_sigint)
+    assert proc.returncode == 0 and proc.stdout.strip() == "stopped", proc.stdout + proc.stderr
+    assert "Exception ignored" not in proc.stderr
+
+
 @pytest.mark.parametrize("tool", ["mujoco_bridge", "record", "policy_node"])
 def test_ctrl_c_during_start_up_is_a_clean_exit(tool, tmp_path):
     """Ctrl-C (twice, as under ros2 launch) at points spread over imports, rclpy.init, node
