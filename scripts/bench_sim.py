@@ -73,7 +73,8 @@ def bridge_bench(mode: str, seconds: float, extra: list[str], topic_map: str
 
     from snapflow_ros.topic_map import load_topic_map
 
-    cameras = [c.name for c in load_topic_map(topic_map or None).cameras]
+    tm = load_topic_map(topic_map or None)
+    cameras = [c.name for c in tm.cameras]
 
     ns = f"/bench{uuid.uuid4().hex[:6]}"
     cmd = [sys.executable, "-m", "snapflow_ros", "mujoco_bridge", "--ros-args",
@@ -93,7 +94,6 @@ def bridge_bench(mode: str, seconds: float, extra: list[str], topic_map: str
             counts[key] += 1
         return callback
 
-    tm = load_topic_map(topic_map or None)
     for cam in tm.cameras:
         node.create_subscription(Image, cam.topic, count(cam.name), 10)
     node.create_subscription(JointState, tm.joint_states.topic, count("joints"), 10)

@@ -353,7 +353,7 @@ def _finish(config: DistillConfig, run_dir: Path, loaded: Any, ema: training_sta
                     postprocessor=loaded.postprocessor, extra=extra, overwrite=True)
     runs.append_log(run_dir, {"event": "student", "step": config.steps, "path": str(student_dir)})
     log.info("student (1-NFE SnapFlow policy): %s", student_dir)
-    results = None
+    results, student = None, None
     if held_out:
         from snapflow_ros.distill.evaluate import evaluate, write_eval
 
@@ -374,7 +374,7 @@ def _finish(config: DistillConfig, run_dir: Path, loaded: Any, ema: training_sta
     (student_dir / "README.md").write_text(model_card(
         loaded.policy, student_dir, results, distill=extra["distill"], exported=False))
     if config.export:
-        exported = export_lerobot(load_policy(student_dir), run_dir / runs.EXPORT_DIR,
+        exported = export_lerobot(student or load_policy(student_dir), run_dir / runs.EXPORT_DIR,
                                   eval_results=results, overwrite=True)
         runs.append_log(run_dir, {"event": "export", "path": str(exported)})
         log.info("student as a plain 1-step LeRobot policy: %s", exported)

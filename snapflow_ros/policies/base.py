@@ -50,11 +50,19 @@ LANG_TOKENS = "observation.language.tokens"
 LANG_MASK = "observation.language.attention_mask"
 
 
+STEP_FIELDS = ("num_steps", "num_inference_steps")  # SmolVLA / pi0, pi0.5
+
+
+def step_field(config: Any) -> str | None:
+    """The name of the lerobot config's denoising step-count field (None: it has none)."""
+    return next((name for name in STEP_FIELDS if hasattr(config, name)), None)
+
+
 def teacher_num_steps(config: Any) -> int:
     """The lerobot policy's own denoising step count (SmolVLA ``num_steps``, pi0/pi0.5
     ``num_inference_steps``)."""
-    steps = getattr(config, "num_steps", None) or getattr(config, "num_inference_steps", None)
-    return int(steps or 10)
+    field = step_field(config)
+    return int((getattr(config, field) if field else None) or 10)
 
 
 class Prefix(Protocol):

@@ -29,10 +29,10 @@ from torch import nn
 
 from snapflow_ros.atomic import atomic_directory
 from snapflow_ros.policies._quiet import quiet_stdout
-from snapflow_ros.policies.base import SnapFlowPolicy
+from snapflow_ros.policies.base import STEP_FIELDS, SnapFlowPolicy, step_field
 from snapflow_ros.policies.checkpoint import LoadedPolicy, point_names_at_bundled
+from snapflow_ros.policies.registry import adapter_class
 
-STEP_FIELDS = ("num_steps", "num_inference_steps")  # SmolVLA / pi0, pi0.5
 NOTE_FILE = "snapflow_export.json"
 
 
@@ -41,11 +41,11 @@ class ExportError(ValueError):
 
 
 def _step_field(config: Any) -> str:
-    for name in STEP_FIELDS:
-        if hasattr(config, name):
-            return name
-    raise ExportError(f"{type(config).__name__} has no step-count field "
-                      f"({' / '.join(STEP_FIELDS)})")
+    field = step_field(config)
+    if field is None:
+        raise ExportError(f"{type(config).__name__} has no step-count field "
+                          f"({' / '.join(STEP_FIELDS)})")
+    return field
 
 
 def folded_bias(policy: SnapFlowPolicy) -> tuple[nn.Linear, torch.Tensor]:
@@ -139,9 +139,10 @@ def lerobot_loading(policy_type: str, path: str = "path/to/this/directory") -> s
     directory or the hub, never against the policy directory, so a bundled ``vlm/`` or
     ``tokenizer/`` is named explicitly: one line for the config, one processor override.
     """
-    folder = {"smolvla": "vlm", "pi0": "tokenizer", "pi05": "tokenizer"}.get(policy_type)
-    config_line = ('cfg.vlm_model_name = f"{d}/vlm"; cfg.load_vlm_weights = False\n'
-                   if policy_type == "smolvla" else "")
+    adapter = adapter_class(policy_type)
+    folder = adapter.bundled_tokenizer
+    config_line = (f'cfg.vlm_model_name = f"{{d}}/{adapter.bundled_vlm}"; '
+                   f'cfg.load_vlm_weights = False\n' if adapter.bundled_vlm else "")
     overrides = (f',\n    preprocessor_overrides={{"tokenizer_processor": '
                  f'{{"tokenizer_name": f"{{d}}/{folder}"}}}}' if folder else "")
     return LEROBOT_LOADING.format(path=path, config_line=config_line, overrides=overrides)
