@@ -128,6 +128,8 @@ class MujocoBridgeNode(Node):
         self._diag_mark = (steady.now().nanoseconds, 0, 0)
         self._steady = steady
         self._slow_since: int | None = None
+        self._skipped_mark = self._skipping = 0  # frames_skipped at the last diagnostics,
+        # diagnostics periods in a row with skipped frames
         if self.get_parameter("use_sim_time").value:
             self.get_logger().warn("use_sim_time is true on the bridge, which *publishes* "
                                    "/clock; its stamps come from the simulation anyway")
@@ -216,15 +218,32 @@ class MujocoBridgeNode(Node):
         self._slow_since = self._slow_since or now
         if now - self._slow_since < 2 * NS:
             return False
-        frame_share = render_ms * self.params.camera_rate_hz * rtf / 10.0  # % of wall time
         step_ms = self.runner.env.scene.timestep * 1e3
-        self.get_logger().warn(
-            f"behind real time: {rtf:.2f}x instead of {wanted:g}x; rendering takes "
-            f"{render_ms:.1f} ms per frame set ({frame_share:.0f} % of wall time at "
-            f"{self.params.camera_rate_hz:g} Hz), physics steps of {step_ms:g} ms: lower "
-            f"camera_rate_hz or the cameras' sizes, or use mode lockstep",
-            throttle_duration_sec=10.0)
+        if self.runner.worker is not None:
+            cost = (f"rendering runs in its own thread ({render_ms:.1f} ms per frame set); "
+                    f"physics steps of {step_ms:g} ms alone are too slow for this CPU: raise "
+                    f"physics_rate_hz's step (lower rate), or use mode lockstep")
+        else:
+            share = render_ms * self.params.camera_rate_hz * rtf / 10.0  # % of wall time
+            cost = (f"rendering takes {render_ms:.1f} ms per frame set ({share:.0f} % of wall "
+                    f"time at {self.params.camera_rate_hz:g} Hz), physics steps of "
+                    f"{step_ms:g} ms: lower camera_rate_hz or the cameras' sizes, set "
+                    f"render_thread true, or use mode lockstep")
+        self.get_logger().warn(f"behind real time: {rtf:.2f}x instead of {wanted:g}x; {cost}",
+                               throttle_duration_sec=10.0)
         return True
+
+    def _check_frame_rate(self, fps: float, render_ms: float) -> None:
+        """render thread: a throttled WARN once it skipped frames in two diagnostics periods
+        in a row (the camera rate is not kept; one slow first frame is not worth a WARN)."""
+        skipped = self.runner.frames_skipped
+        self._skipping = self._skipping + 1 if skipped > self._skipped_mark else 0
+        if self._skipping >= 2:
+            self.get_logger().warn(
+                f"cameras at {fps:.1f} frames/s instead of {self.params.camera_rate_hz:g}: "
+                f"rendering takes {render_ms:.1f} ms per frame set ({skipped} frames skipped "
+                f"so far); lower camera_rate_hz or the cameras' sizes", throttle_duration_sec=10.0)
+        self._skipped_mark = skipped
 
     # -- helpers ----------------------------------------------------------------------------
     def _unnamed(self, values: object, what: str) -> np.ndarray:
@@ -249,14 +268,17 @@ class MujocoBridgeNode(Node):
         rtf = (env.time_ns - sim0) / max(now - wall0, 1)
         fps = (r.frames - frames0) * 1e9 / max(now - wall0, 1)
         self._diag_mark = (now, env.time_ns, r.frames)
-        render_ms = 1e3 * float(np.median(r.render_s)) if r.render_s else float("nan")
+        times = r.render_times
+        render_ms = 1e3 * float(np.median(times)) if times else float("nan")
         values = {"sim_time_s": env.time_ns / 1e9, "real_time_factor": rtf,
                   "camera_fps_wall": fps, "render_ms_all_cameras_p50": render_ms,
                   "episode": env.status.episode, "seed": env.status.seed,
                   "episode_done": env.status.done, "episode_success": env.status.success,
                   "rejected_commands": self.rejected, "last_rejection": self.last_rejection,
-                  "lockstep_timeouts": r.gate_timeouts, "realtime_overruns": r.overruns}
+                  "lockstep_timeouts": r.gate_timeouts, "realtime_overruns": r.overruns,
+                  "render_thread": r.worker is not None, "frames_skipped": r.frames_skipped}
         values["behind_real_time"] = behind = self._check_realtime(rtf, render_ms)
+        self._check_frame_rate(fps, render_ms)
         warn = bool(self.rejected or r.gate_timeouts or r.overruns or behind)
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
@@ -271,7 +293,7 @@ class MujocoBridgeNode(Node):
         """Free the GL contexts too (also after a failed construction)."""
         runner = getattr(self, "runner", None)
         if runner is not None:
-            runner.env.scene.close()
+            runner.close()
         super().destroy_node()
 
 

@@ -43,6 +43,10 @@ class MujocoBridgeParams:
     camera_rate_hz: float = field(default=30.0, metadata={
         **RO, "help": "camera frames per sim second (all cameras render together)",
         "min": 0.1, "max": 1000.0})
+    render_thread: bool = field(default=True, metadata={
+        **RO, "help": "realtime mode: render cameras in their own thread, so physics keeps its "
+                      "rate and a slow camera lowers the frame rate instead (lockstep and free "
+                      "modes always render inline, at the frame's physics step)"})
     joint_state_rate_hz: float = field(default=100.0, metadata={
         **RO, "help": "joint_states (and /clock) messages per sim second",
         "min": 0.1, "max": 10000.0})
@@ -63,7 +67,8 @@ class MujocoBridgeParams:
                 "fresh random seed each reset", "min": -1, "max": 2**31 - 1})
     episode_timeout_s: float = field(default=0.0, metadata={
         **RO, "help": "episode time limit in sim seconds; 0 = the task's own (5 s for "
-                      "reach_two_targets, none for task none)", "min": 0.0, "max": 86400.0})
+                      "reach_two_targets, 6 s for so101_pick_cube, none for task none)",
+        "min": 0.0, "max": 86400.0})
     tick_period_s: float = field(default=0.005, metadata={
         **RO, "help": "wall period of the stepping timer (realtime: catch-up granularity; "
                       "lockstep: how often a wait is re-checked)", "min": 0.0005, "max": 0.1})
@@ -80,4 +85,5 @@ class MujocoBridgeParams:
             camera_rate_hz=self.camera_rate_hz, joint_state_rate_hz=self.joint_state_rate_hz,
             mode=self.mode, real_time_factor=self.real_time_factor, gate=self.lockstep_gate,
             lead_s=self.lockstep_lead_s, timeout_s=self.lockstep_timeout_s,
+            render_thread=self.render_thread,
         )

@@ -28,7 +28,10 @@ Modes (how far ``advance`` goes):
 - ``free``: as fast as the CPU allows, no gate (benchmarks).
 
 Camera frames are due every ``1/camera_rate_hz`` of sim time and joint states every
-``1/joint_state_rate_hz``, each at the first physics step at or after its due time.
+``1/joint_state_rate_hz``, each at the first physics step at or after its due time. With
+``render_thread`` (realtime mode only) a due frame's pose goes to a render thread
+(``sim/render_worker.py``) and physics goes on; a frame due while the last one still renders is
+skipped. Lock-step and free modes render inline: a frame is published at its own physics step.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Protocol
 import numpy as np
 
 from snapflow_ros.sim.env import NS, EpisodeStatus, MujocoEnv
+from snapflow_ros.sim.render_worker import RenderWorker
 from snapflow_ros.sim.trajectory import TrajectoryFollower
 
 MODES = ("realtime", "lockstep", "free")
@@ -77,6 +81,7 @@ class RunnerConfig:
     timeout_s: float = 10.0
     max_lag_s: float = 0.25
     batch_s: float = 0.02  # wall budget of one ``advance`` call in lockstep/free mode
+    render_thread: bool = False  # realtime mode: cameras rendered off the physics loop
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -110,6 +115,30 @@ class SimRunner:
         self._last_cmd_stamp = -1  # frame gate: newest command stamp
         self._waiting_frame = -1  # frame gate: stamp of the frame awaiting an answer
         self._wait_since: float | None = None
+        self.worker: RenderWorker | None = None
+        self._frame_sink: Sink | None = None  # where the render thread delivers frames
+        if config.render_thread and config.mode == "realtime":
+            self.worker = RenderWorker(env.scene, self._deliver)
+
+    def _deliver(self, stamp_ns: int, images: dict[str, np.ndarray]) -> None:
+        if self._frame_sink is not None:
+            self._frame_sink.frame(stamp_ns, images)
+
+    @property
+    def frames_skipped(self) -> int:
+        """Frames not rendered because the render thread was still busy with the last one."""
+        return self.worker.skipped if self.worker is not None else 0
+
+    @property
+    def render_times(self) -> list[float]:
+        """Seconds per frame set (all cameras), the last ~300."""
+        return self.worker.render_s if self.worker is not None else self.render_s
+
+    def close(self) -> None:
+        """Stop the render thread (if any) and free the GL contexts."""
+        if self.worker is not None:
+            self.worker.close()
+        self.env.scene.close()
 
     # -- inputs ---------------------------------------------------------------------------
     def reset(self, seed: int | None, sink: Sink) -> EpisodeStatus:
@@ -229,6 +258,10 @@ class SimRunner:
         if frame_due:
             self._next_frame += self.camera_period_ns * (
                 (now - self._next_frame) // self.camera_period_ns + 1)
+            if self.worker is not None:
+                self._frame_sink = sink
+                self.frames += self.worker.submit(now)
+                return
             start = time.perf_counter()
             images = scene.render_all()
             self.render_s = [*self.render_s[-299:], time.perf_counter() - start]

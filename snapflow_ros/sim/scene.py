@@ -125,7 +125,7 @@ class Scene:
                       model.jnt_range[joint_rows, 1])
         self.lower = np.where(limited, lo, -np.inf)
         self.upper = np.where(limited, hi, np.inf)
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._cameras = CameraRenderer(model, self.cameras)
         self.home_key, self.initial_pose = self._initial_keyframe(keyframe)
         self.reset()
 
@@ -272,6 +272,29 @@ class Scene:
         self.data.ctrl[ids] = np.where(limited, np.clip(q, lo, hi), q)
 
     # -- rendering --------------------------------------------------------------------------
+    def render(self, camera: SceneCamera) -> np.ndarray:
+        """(H, W, 3) uint8 RGB from ``camera`` of the current state."""
+        self.forward()
+        return self._cameras.render(self.data, camera)
+
+    def render_all(self) -> dict[str, np.ndarray]:
+        """Every configured camera, by name."""
+        self.forward()
+        return self._cameras.render_all(self.data)
+
+    def close(self) -> None:
+        """Free the GL contexts."""
+        self._cameras.close()
+
+
+class CameraRenderer:
+    """Offscreen renderers for a model's cameras, one per image size (an OpenGL context each,
+    current in the thread that created it: use an instance from one thread only)."""
+
+    def __init__(self, model: mujoco.MjModel, cameras: Sequence[SceneCamera]) -> None:
+        self.model, self.cameras = model, tuple(cameras)
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+
     def _renderer(self, height: int, width: int) -> mujoco.Renderer:
         key = (height, width)
         if key not in self._renderers:
@@ -290,19 +313,18 @@ class Scene:
                 ) from err
         return self._renderers[key]
 
-    def render(self, camera: SceneCamera) -> np.ndarray:
-        """(H, W, 3) uint8 RGB from ``camera`` of the current state."""
+    def render(self, data: mujoco.MjData, camera: SceneCamera) -> np.ndarray:
+        """(H, W, 3) uint8 RGB from ``camera`` of ``data`` (its kinematics computed)."""
         renderer = self._renderer(camera.height, camera.width)
-        self.forward()
-        renderer.update_scene(self.data, camera=camera.mjcf_name)
+        renderer.update_scene(data, camera=camera.mjcf_name)
         flags = renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         return renderer.render()
 
-    def render_all(self) -> dict[str, np.ndarray]:
-        """Every configured camera, by name."""
-        return {cam.name: self.render(cam) for cam in self.cameras}
+    def render_all(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        """Every camera of ``data``, by name."""
+        return {cam.name: self.render(data, cam) for cam in self.cameras}
 
     def close(self) -> None:
         """Free the GL contexts."""

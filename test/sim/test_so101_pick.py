@@ -79,7 +79,7 @@ def test_same_seed_same_cube_and_same_first_state(env):
 def test_ik_puts_an_offset_point_on_target_with_two_axes_aligned(env):
     env.reset(0)
     scene, task = env.scene, env.task
-    target, jaw = task.start + (0.0, 0.0, 0.05), np.array([0.0, -1.0, 0.0])
+    target, jaw = task.start + np.array([0.0, 0.0, 0.05]), np.array([0.0, -1.0, 0.0])
     movable = np.array([name != "gripper" for name in scene.actuated])
     q0 = scene.actuated_positions()
     q = solve_ik(scene, task.site_id, target, q0, offset=task.offset, movable=movable,
