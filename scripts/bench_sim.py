@@ -9,7 +9,9 @@
 2. ``mujoco_bridge`` as a separate process in ``realtime`` mode (cameras at 30 Hz, joint states
    at 100 Hz, physics at 500 Hz), observed by this process for ``--seconds``:
    real-time factor from its /clock, frames received per wall second, the bridge's CPU use
-   (utime + stime from /proc, in % of one core).
+   (utime + stime from /proc, in % of one core); once with the cameras in their own thread
+   (``render_thread``, the default: ``realtime``) and once rendered inside the physics loop
+   (``realtime_inline``).
 3. The same in ``free`` mode: how much faster than real time the bridge can run.
 
 Numbers depend on the machine and its load; report them with the command and the load.
@@ -151,6 +153,8 @@ def main() -> int:
               "scene": args.scene or "packaged",
               "render": render_bench(args.reps, args.scene, args.topic_map),
               "realtime": bridge_bench("realtime", args.seconds, extra, args.topic_map),
+              "realtime_inline": bridge_bench("realtime", args.seconds,
+                                              [*extra, "render_thread:=false"], args.topic_map),
               "free": bridge_bench("free", args.seconds / 2, extra, args.topic_map),
               "loadavg_after": os.getloadavg()[0]}
     if args.json:
