@@ -92,7 +92,7 @@ class _ClosedLoop:
     driver node that resets the bridge and moves the policy node through its lifecycle."""
 
     def __init__(self, policy_path: str, params: dict[str, Any], *, topic_map: str, task: str,
-                 episode_timeout_s: float, log_path: Path | None) -> None:
+                 episode_timeout_s: float, log_path: Path | None, scene: str = "") -> None:
         self.policy_path, self.log_path = policy_path, log_path
         ns = f"/closed_loop_{uuid.uuid4().hex[:8]}"
         clock = f"/clock:={ns}/clock"
@@ -101,6 +101,7 @@ class _ClosedLoop:
         self.bridge = _Bridge(self.ctx, ns, ["--ros-args", "-r", clock, "--log-level", "warn"], [
             Parameter("mode", value="lockstep"), Parameter("lockstep_gate", value="chunk"),
             Parameter("task", value=task), Parameter("topic_map", value=topic_map),
+            Parameter("scene", value=scene),
             Parameter("episode_timeout_s", value=episode_timeout_s)])
         self.proc = NodeProcess(policy_node_command(ns, {
             "policy_path": policy_path, "use_sim_time": True, "autostart": False, **params},
@@ -175,17 +176,18 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
                  task: str = "reach_two_targets", episode_timeout_s: float = 0.0,
                  policy_params: dict[str, Any] | None = None, log_path: Path | None = None,
                  wall_timeout_s: float = 300.0, desc: str = "closed loop",
-                 cpu_threads: int = 0) -> list[dict[str, Any]]:
+                 cpu_threads: int = 0, scene: str = "") -> list[dict[str, Any]]:
     """Run one episode per seed with the policy at ``policy_path`` driving the arm.
 
-    ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``).
+    ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``); ``scene``
+    and ``topic_map`` the bridge's ("": the packaged arm; ``sim/robots.py`` names others').
     ``cpu_threads`` goes to the node as its ``cpu_threads`` parameter (0 = the node picks:
     auto). Returns per episode: seed, success, reached (target index, -1 = none), time_s
     (sim), wall_s, chunks, and the node's model latency p50 (ms) as reported on /diagnostics.
     """
     loop = _ClosedLoop(str(policy_path), node_params(topic_map, policy_params, cpu_threads),
                        topic_map=topic_map, task=task, episode_timeout_s=episode_timeout_s,
-                       log_path=log_path)
+                       log_path=log_path, scene=scene)
     try:
         loop.configure()
         return [loop.episode(seed, wall_timeout_s)
