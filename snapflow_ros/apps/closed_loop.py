@@ -184,10 +184,12 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
     ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``).
     ``cpu_threads`` goes to the node as its ``cpu_threads`` parameter (0 = the node picks:
     auto). ``engine`` is the node's inference engine (auto, eager, static, compile, graph;
-    prepared at configure, before the first episode). Returns per episode: seed, success, reached (target index, -1 = none), time_s
-    (sim), wall_s, chunks, and the node's model latency p50 (ms) as reported on /diagnostics.
+    prepared at configure, before the first episode). Returns per episode: seed, success,
+    reached (target index, -1 = none), time_s (sim), wall_s, chunks, and the node's model
+    latency p50 (ms) as reported on /diagnostics.
     """
-    loop = _ClosedLoop(str(policy_path), node_params(topic_map, policy_params, cpu_threads, engine),
+    params = node_params(topic_map, policy_params, cpu_threads, engine)
+    loop = _ClosedLoop(str(policy_path), params,
                        topic_map=topic_map, task=task, episode_timeout_s=episode_timeout_s,
                        log_path=log_path)
     try:
