@@ -60,7 +60,7 @@ def _plan(dry: bool, py: str) -> dict[str, tuple[list[str], float]]:
                "--reps", "20", "--warmup", "3"]
     return {
         "pytest_gpu": ([py, "-m", "pytest", "test/gpu", "-m", "gpu", "-q",
-                        "-p", "no:cacheprovider"], 100),
+                        "-p", "no:cacheprovider"], 150),
         "compare_smolvla": ([*bench, "--policy", "smolvla-full", *compare], 75),
         "compare_pi05": ([*bench, "--policy", "pi05-full", *compare], 120),
         "node_bench": ([py, "-m", "snapflow_ros", "bench", "--node", "--policy", "smolvla-full",
