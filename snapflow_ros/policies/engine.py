@@ -194,6 +194,11 @@ class StaticEngine:
         self._encode: Callable[..., Any] = policy.encode_prefix
         self._velocity: Callable[..., Tensor] = policy.velocity
         if mode == "compile":
+            import torch._inductor.config as inductor_config
+
+            # inductor's compile workers: the threads this process was given (cpu_threads),
+            # not every core of the machine
+            inductor_config.compile_threads = max(1, torch.get_num_threads())
             self._encode = torch.compile(policy.encode_prefix, dynamic=False)
             self._velocity = torch.compile(policy.velocity, dynamic=False)
         self._graphs: dict[int, StepGraph] = {}
