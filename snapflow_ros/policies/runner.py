@@ -43,6 +43,11 @@ class PolicyRunner:
         self.dtype = resolve_dtype(dtype, self.device)
         self.policy = loaded.policy.to_runtime(self.device, self.dtype)
         self.seed = int(seed)
+        # seed >= 0: the same ε (1, chunk_size, noise_dim) for every chunk, on the host (the
+        # engine copies it into its device buffer); None: the engine draws fresh noise
+        shape = (1, self.policy.chunk_size, self.policy.noise_dim)
+        self._fixed_noise = (torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+                             if seed >= 0 else None)
         self.num_steps = self._resolve_steps(num_steps)
         self.engine = make_engine(engine, loaded, self.policy, num_steps=self.num_steps)
         self._prepared = False
@@ -116,10 +121,7 @@ class PolicyRunner:
             log.warning("engine %s prepared on the first chunk; call warmup() first (the node "
                         "does it at configure)", self.engine_name)
             self.warmup(0, {n: tuple(im.shape[:2]) for n, im in images.items()})
-        noise = None
-        if self.seed >= 0:
-            noise = self.policy.noise_like(1, torch.Generator().manual_seed(self.seed))
-        return self.engine.predict(images, state, task, noise, timer)
+        return self.engine.predict(images, state, task, self._fixed_noise, timer)
 
     def warmup(self, iterations: int = 2, image_shapes: dict[str, tuple[int, int]] | None = None,
                task: str = "warm up") -> None:
