@@ -159,11 +159,13 @@ def _variants(loaded: Any, policy: Any, obs: dict[str, Any], noise: torch.Tensor
               args: BenchConfig, device: str) -> tuple[list[_Variant], dict[str, Any]]:
     """Build and prepare each engine (compile, capture: timed as ``prepare_s``)."""
     names = _engine_names(args, device)
-    if args.batch_size > 1 and names != ["eager"] and resolve_engine(names[-1], device) != "eager":
-        raise ValueError(f"the static engines run batch 1; use --engine eager for --batch-size "
-                         f"{args.batch_size}")
-    images, state = _numpy_inputs(obs, policy.image_keys)
-    task = obs["task"]
+    task = obs["task"] if args.batch_size == 1 else obs["task"][0]
+    if args.batch_size == 1:
+        images, state = _numpy_inputs(obs, policy.image_keys)
+    else:  # eager only (checked in run): blank images of the policy's size for the warm-up
+        images = {k.removeprefix("observation.images."): obs[k][0].permute(1, 2, 0).numpy()
+                  for k in policy.image_keys}
+        state = None
     variants, engines = [], {}
     for name in names:
         engine = make_engine(name, loaded, policy, num_steps=args.num_steps[0],
@@ -191,7 +193,10 @@ def run(args: BenchConfig) -> dict[str, Any]:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     for name in _engine_names(args, device):
-        resolve_engine(name, device)  # a graph on a CPU: say so before building the model
+        # a graph on a CPU, a static engine at batch > 1: say so before building the model
+        if resolve_engine(name, device) != "eager" and args.batch_size > 1:
+            raise ValueError(f"the static engines run batch 1; use --engine eager for "
+                             f"--batch-size {args.batch_size}")
     reps = args.reps or (3 if args.policy.endswith("-full") else 20)
     torch.manual_seed(args.seed)
 
@@ -301,6 +306,10 @@ def _ms(value: float | None, width: int, digits: int = 2) -> str:
     return f"{'-':>{width}}  " if value is None else f"{value:>{width}.{digits}f}ms"
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']} ({report['params'] / 1e6:.2f} M params) on {report['device']} "
@@ -316,8 +325,7 @@ def _table(report: dict[str, Any]) -> str:
             f"{_ms(r['e2e_ms_p99'], 8)} {_ms(r['prefix_ms_p50'], 7)} "
             f"{_ms(r['expert_ms_p50'], 10, 3)} {_ms(r['step_ms_p50'], 7)} "
             f"{_ms(r['preprocess_ms_p50'], 5)} {_ms(r['postprocess_ms_p50'], 5)} "
-            f"{r.get('e2e_p50_vs_1_step', float('nan')):>8.2f}x "
-            f"{r.get('e2e_p50_vs_eager', float('nan')):>7.2f}x"
+            f"{_ratio(r.get('e2e_p50_vs_1_step')):>9} {_ratio(r.get('e2e_p50_vs_eager')):>8}"
         )
     return "\n".join(lines)
 

@@ -50,6 +50,11 @@ def test_bench_compare_times_eager_and_the_engine_interleaved_in_one_run():
             row["e2e_ms_p50"] / rows[("eager", n)]["e2e_ms_p50"], abs=1e-3))
 
 
+def test_bench_eager_runs_batches():
+    report = _bench("--policy", "smolvla-tiny", "--num-steps", "1", "--batch-size", "2")
+    assert report["batch_size"] == 2 and report["results"][0]["expert_passes_per_chunk"] == 1
+
+
 def test_bench_engine_graph_on_cpu_names_the_fix():
     import torch
 
@@ -102,6 +107,9 @@ def _bench_cli(*argv):
     (["--camera-size", "12"], "camera size must be WIDTHxHEIGHT"),
     (["--sampler", "heun"], "sampler must be snap, euler"),
     (["--reps", "many"], "Couldn't parse 'many' into an int"),
+    (["--batch-size", "2", "--engine", "static"], "the static engines run batch 1"),
+    (["--engine", "fast"], "unknown engine 'fast'"),
+    (["--compare", "--engine", "eager"], "--compare times eager against an engine"),
 ])
 def test_bench_rejects_bad_arguments_in_one_line(bad, message):
     out = _bench_cli(*bad)
