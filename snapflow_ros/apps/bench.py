@@ -172,8 +172,7 @@ def _variants(loaded: Any, policy: Any, obs: dict[str, Any], noise: torch.Tensor
                              sampler=args.sampler)
         t0 = time.perf_counter()
         engine.prepare({n: im.shape[:2] for n, im in images.items()}, args.warmup, task)
-        for n in args.num_steps:  # a graph engine captures each step count here
-            engine.set_num_steps(n)
+        engine.prepare_steps(args.num_steps)  # a graph engine captures each count here
         engines[engine.name] = {"requested": name, "prepare_s": round(time.perf_counter() - t0, 2)}
         for n in args.num_steps:
             if args.batch_size > 1:

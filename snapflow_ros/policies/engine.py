@@ -17,13 +17,14 @@ the closed loop choose one by name (``ENGINES``):
 * ``graph`` (CUDA only): ``static`` captured as one CUDA graph: prefix + every expert pass +
   unnormalisation replay as one launch (``cuda_graph.StepGraph``). Captured in ``prepare``.
 * ``auto``: ``graph`` on CUDA (falling back to ``static`` with a warning if the capture fails);
-  on CPU ``eager``: on the 2-core dev machines ``compile`` was not faster at batch 1 and costs a
-  long compile at configure (README, "Inference engines").
+  on CPU ``eager``: ``compile`` is faster per chunk on the tiny model, but every process then
+  compiles for tens of seconds at configure and needs a C++ compiler (README, "Inference
+  engines"); ask for it by name.
 
 ``prepare`` (warm-up, compilation, capture) runs at configure time, never on a control tick. A
-different step count or image size later prepares again (logged), so switching is possible but
-costs a capture. Parity: every static engine matches ``eager`` on the same noise
-(test/policies/test_engine.py states the tolerances).
+new image size later prepares again, and a new step count captures its graph on its first chunk
+(both logged; ``prepare_steps`` captures step counts ahead). Parity: every static engine
+matches ``eager`` on the same noise (test/policies/test_engine.py states the tolerances).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class EagerEngine:
 
     def set_num_steps(self, num_steps: int) -> None:
         self.num_steps = int(num_steps)
+
+    def prepare_steps(self, counts: list[int]) -> None:
+        """Nothing to prepare per step count."""
 
     def predict(self, images: dict[str, np.ndarray], state: np.ndarray, task: str,
                 noise: Tensor | None = None, timer: StageTimer | None = None) -> np.ndarray:
@@ -239,12 +243,16 @@ class StaticEngine:
         self._graphs[num_steps] = graph
 
     def set_num_steps(self, num_steps: int) -> None:
-        """Expert passes per chunk; a graph engine captures a graph per new count (here, not
-        on the next tick)."""
+        """Expert passes per chunk. A graph engine captures a new count's graph on its next
+        chunk, in the thread that runs the chunks (one slow chunk, logged); ``prepare_steps``
+        captures ahead."""
         self.num_steps = int(num_steps)
-        if self.name == "graph" and self._shapes and num_steps not in self._graphs:
-            log.info("capturing a CUDA graph for num_steps=%d", num_steps)
-            self._capture(num_steps)
+
+    def prepare_steps(self, counts: list[int]) -> None:
+        """Capture the graphs of these step counts now (graph engines; else nothing to do)."""
+        for count in counts:
+            if self.name == "graph" and self._shapes and count not in self._graphs:
+                self._capture(count)
 
     @property
     def captures(self) -> int:
@@ -309,6 +317,10 @@ class StaticEngine:
         timer = timer or StageTimer()
         with timer.stage("preprocess"):
             self._load_inputs(images, state, task, noise)
+        if self.name == "graph" and self.num_steps not in self._graphs:
+            log.warning("capturing a CUDA graph for num_steps=%d on this chunk (prepare_steps "
+                        "captures ahead)", self.num_steps)
+            self.prepare_steps([self.num_steps])
         graph = self._graphs.get(self.num_steps)
         if graph is not None:
             with timer.stage("step"):

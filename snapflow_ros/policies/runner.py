@@ -96,7 +96,7 @@ class PolicyRunner:
 
     def set_num_steps(self, num_steps: int) -> None:
         """Expert passes per chunk; 0 keeps the checkpoint's default (1 for SnapFlow). A graph
-        engine captures a graph for a new count here (not on the next chunk)."""
+        engine captures a new count's graph on the next chunk (logged)."""
         self.num_steps = self._resolve_steps(num_steps)
         self.engine.set_num_steps(self.num_steps)
 
