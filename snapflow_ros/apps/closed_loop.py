@@ -40,7 +40,7 @@ from tqdm import tqdm
 from snapflow_ros.apps.node_process import NodeProcess, policy_node_command
 from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
-from snapflow_ros.policies.engine import ENGINES
+from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.waiting import wait_until
 
 
@@ -84,8 +84,7 @@ def node_params(topic_map: str, policy_params: dict[str, Any] | None = None,
                 cpu_threads: int = 0, engine: str = "auto") -> dict[str, Any]:
     """The policy_node parameters of a closed-loop run; ``policy_params`` override the rest."""
     resolve_cpu_threads(cpu_threads)  # refuses a negative count, naming cpu_threads
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    PolicyNodeParams(engine=engine)  # refuses an unknown engine, naming the choices
     return {"topic_map": topic_map, "warmup_iters": 1, "diagnostics_period_s": 0.2,
             "cpu_threads": int(cpu_threads), "engine": engine, **(policy_params or {})}
 

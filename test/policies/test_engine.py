@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from snapflow_ros.policies.cuda_graph import HostConstants, StepGraph
-from snapflow_ros.policies.engine import CPU_AUTO, resolve_engine
+from snapflow_ros.policies.engine import CPU_AUTO, ENGINES, resolve_engine
 from snapflow_ros.policies.runner import PolicyRunner
 
 ATOL = 1e-5
@@ -29,6 +29,12 @@ def _inputs(runner, seed=0, size=None):
 
 
 def test_engine_names_resolve_with_errors_that_name_the_fix():
+    import dataclasses
+
+    from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
+
+    field = {f.name: f for f in dataclasses.fields(PolicyNodeParams)}["engine"]
+    assert field.metadata["choices"] == ENGINES  # the node's parameter (torch-free) agrees
     assert resolve_engine("auto", "cpu") == CPU_AUTO == "eager"
     assert resolve_engine("compile", "cpu") == "compile"
     with pytest.raises(ValueError, match=r"needs a CUDA device.*use engine 'compile' or 'eager'"):

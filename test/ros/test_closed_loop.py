@@ -53,5 +53,5 @@ def test_cpu_threads_reach_the_policy_node_as_its_parameter():
     params = closed_loop.node_params("m", None, engine="static")
     assert ("-p", "engine:=static") in list(itertools.pairwise(policy_node_command("/ns", params)))
     assert closed_loop.node_params("m")["engine"] == "auto"
-    with pytest.raises(ValueError, match="unknown engine 'fastest'"):
+    with pytest.raises(ValueError, match="engine='fastest'"):
         closed_loop.node_params("m", None, engine="fastest")
