@@ -24,7 +24,7 @@ the closed loop choose one by name (``ENGINES``):
 ``prepare`` (warm-up, compilation, capture) runs at configure time, never on a control tick. A
 new image size later prepares again, and a new step count captures its graph on its first chunk
 (both logged; ``prepare_steps`` captures step counts ahead). Parity: every static engine
-matches ``eager`` on the same noise (test/policies/test_engine.py states the tolerances).
+matches ``eager`` on the same noise (test/policies/test_inference_engine.py states the tolerances).
 """
 
 from __future__ import annotations
