@@ -45,6 +45,9 @@ def main() -> int:
     p.add_argument("--first-seed", type=int, default=20_000,
                    help="episode seeds start here (the demo's own are 10000...)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--engine", default="auto",
+                   help="the policy node's inference engine: auto (eager on CPU), eager, "
+                        "static, compile")
     add_cpu_threads_argument(p, reserved=1)
     args = p.parse_args()
     threads = apply_cpu_threads(args.cpu_threads, reserved=1)  # this process: the bridge
@@ -61,7 +64,7 @@ def main() -> int:
                                 topic_map=str(args.out / "topic_map.yaml"), task=TASK,
                                 policy_params={"num_steps": steps, "device": "cpu"},
                                 desc=f"{label} (repeat {rep + 1})",
-                                cpu_threads=args.cpu_threads)
+                                cpu_threads=args.cpu_threads, engine=args.engine)
             entry = results.setdefault(name, {"label": label, "per_repeat": [], "wins": 0,
                                               "episodes": 0, "wall_s": []})
             entry["per_repeat"].append(summarize(runs)["success_rate"])

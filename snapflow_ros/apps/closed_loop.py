@@ -40,6 +40,7 @@ from tqdm import tqdm
 from snapflow_ros.apps.node_process import NodeProcess, policy_node_command
 from snapflow_ros.cpu_threads import resolve_cpu_threads
 from snapflow_ros.nodes.mujoco_bridge_node import MujocoBridgeNode
+from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.waiting import wait_until
 
 
@@ -80,11 +81,12 @@ class _Bridge:
 
 
 def node_params(topic_map: str, policy_params: dict[str, Any] | None = None,
-                cpu_threads: int = 0) -> dict[str, Any]:
+                cpu_threads: int = 0, engine: str = "auto") -> dict[str, Any]:
     """The policy_node parameters of a closed-loop run; ``policy_params`` override the rest."""
     resolve_cpu_threads(cpu_threads)  # refuses a negative count, naming cpu_threads
+    PolicyNodeParams(engine=engine)  # refuses an unknown engine, naming the choices
     return {"topic_map": topic_map, "warmup_iters": 1, "diagnostics_period_s": 0.2,
-            "cpu_threads": int(cpu_threads), **(policy_params or {})}
+            "cpu_threads": int(cpu_threads), "engine": engine, **(policy_params or {})}
 
 
 class _ClosedLoop:
@@ -176,16 +178,20 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
                  task: str = "reach_two_targets", episode_timeout_s: float = 0.0,
                  policy_params: dict[str, Any] | None = None, log_path: Path | None = None,
                  wall_timeout_s: float = 300.0, desc: str = "closed loop",
-                 cpu_threads: int = 0, scene: str = "") -> list[dict[str, Any]]:
+                 cpu_threads: int = 0, engine: str = "auto",
+                 scene: str = "") -> list[dict[str, Any]]:
     """Run one episode per seed with the policy at ``policy_path`` driving the arm.
 
     ``policy_params`` are policy_node parameters (e.g. ``num_steps``, ``device``); ``scene``
-    and ``topic_map`` the bridge's ("": the packaged arm; ``sim/robots.py`` names others').
+    and ``topic_map`` the bridge's ("": the packaged arm; ``sim/robots.py`` names others).
     ``cpu_threads`` goes to the node as its ``cpu_threads`` parameter (0 = the node picks:
-    auto). Returns per episode: seed, success, reached (target index, -1 = none), time_s
-    (sim), wall_s, chunks, and the node's model latency p50 (ms) as reported on /diagnostics.
+    auto). ``engine`` is the node's inference engine (auto, eager, static, compile, graph;
+    prepared at configure, before the first episode). Returns per episode: seed, success,
+    reached (target index, -1 = none), time_s (sim), wall_s, chunks, and the node's model
+    latency p50 (ms) as reported on /diagnostics.
     """
-    loop = _ClosedLoop(str(policy_path), node_params(topic_map, policy_params, cpu_threads),
+    params = node_params(topic_map, policy_params, cpu_threads, engine)
+    loop = _ClosedLoop(str(policy_path), params,
                        topic_map=topic_map, task=task, episode_timeout_s=episode_timeout_s,
                        log_path=log_path, scene=scene)
     try:

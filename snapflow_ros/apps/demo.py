@@ -67,9 +67,15 @@ class DemoConfig:
     # torch/OpenMP CPU threads of the training and the policy node: 0 = auto (cores in the
     # affinity mask minus 1, at least 1), N = exactly N
     cpu_threads: int = 0
+    # the policy node's inference engine in the closed loop: auto (eager on CPU), eager,
+    # static, compile (graph needs CUDA; the demo runs the node on the CPU)
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         from snapflow_ros.apps.teacher import TEACHER_TYPES
+        from snapflow_ros.policies.engine import resolve_engine
+
+        resolve_engine(self.engine, "cpu")  # graph: a ValueError that names the fix
 
         if self.policy_type not in TEACHER_TYPES:
             raise ValueError(f"policy_type must be one of {', '.join(TEACHER_TYPES)}, got "
@@ -127,7 +133,8 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
 
 
 def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episodes: int,
-                 seed: int, quick: bool, cpu_threads: int = 0) -> dict[str, Any]:
+                 seed: int, quick: bool, cpu_threads: int = 0,
+                 engine: str = "auto") -> dict[str, Any]:
     from snapflow_ros.apps.closed_loop import run_episodes, summarize
 
     log.info("5/5 closed loop: %d episodes per method (bridge + policy_node, lock-step)",
@@ -142,7 +149,7 @@ def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episo
                             episode_timeout_s=1.0 if quick else 0.0, desc=label,
                             policy_params={"num_steps": steps, "device": "cpu"},
                             log_path=out / "logs" / f"policy_node_{name}.log",
-                            cpu_threads=cpu_threads)
+                            cpu_threads=cpu_threads, engine=engine)
         report[name] = {"label": label, "num_steps": steps, **summarize(runs), "episodes_": runs}
         log.info("    %-24s success %3.0f%%  (target a %d, b %d)", label,
                  100 * report[name]["success_rate"], report[name]["reached_a"],
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                        "student": _train(out, topic_map, n, args.seed, args.cpu_threads,
                                          args.policy_type)}
     report = _closed_loop(out, topic_map, checkpoints, n["eval_episodes"], args.seed, args.quick,
-                          args.cpu_threads)
+                          args.cpu_threads, args.engine)
     summary = {"task": TASK, "settings": n, "seed": args.seed, "policy_type": args.policy_type,
                "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
                "methods": report,

@@ -120,6 +120,7 @@ class NodeBenchConfig:
     standalone_reps: int = 50
     standalone_warmup: int = 5
     device: str = "cpu"
+    engine: str = "auto"  # the node's inference engine (policies/engine.py)
     quick: bool = False
 
     def check(self) -> None:
@@ -145,7 +146,8 @@ def configs_from_args(args: Any) -> list[NodeBenchConfig]:
         idle_s=args.idle_seconds, rate_hz=args.rate, camera_size=size, load=load,
         cpu_threads=args.cpu_threads, n_action_steps=args.n_action_steps,
         inference_cpus=tuple(getattr(args, "inference_cpus", ()) or ()),
-        standalone_reps=args.standalone_reps, device=device, quick=args.quick)
+        standalone_reps=args.standalone_reps, device=device,
+        engine=getattr(args, "engine", "auto"), quick=args.quick)
         for size in sizes for load in loads]
     for config in configs:
         config.check()
@@ -337,10 +339,11 @@ def standalone_model(spec: dict[str, Any]) -> dict[str, Any]:
     from snapflow_ros.policies.runner import PolicyRunner
     from snapflow_ros.timing import StageTimer
 
-    runner = PolicyRunner.load(spec["policy"], device=spec["device"], num_steps=0, seed=-1)
-    runner.warmup(2)  # as the worker (warmup_iters default)
-    rng = np.random.default_rng(0)
+    runner = PolicyRunner.load(spec["policy"], device=spec["device"], num_steps=0, seed=-1,
+                               engine=spec.get("engine", "auto"))
     h, w = spec["height"], spec["width"]
+    runner.warmup(2, dict.fromkeys(runner.camera_names, (h, w)))  # as the worker
+    rng = np.random.default_rng(0)
     frames = [{name: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
                for name in runner.camera_names} for _ in range(4)]
     model, wall = [], []
@@ -356,7 +359,7 @@ def standalone_model(spec: dict[str, Any]) -> dict[str, Any]:
     return {"model_ms": distribution(model), "wall_ms": distribution(wall),
             "reps": spec["reps"], "warmup_reps": spec["warmup"], "threads": spec["threads"],
             "torch_threads": torch.get_num_threads(), "num_steps": runner.num_steps,
-            "image_hw": [h, w], "cameras": runner.camera_names}
+            "image_hw": [h, w], "cameras": runner.camera_names, "engine": runner.engine_name}
 
 
 def run_standalone(spec: dict[str, Any]) -> dict[str, Any]:
@@ -653,6 +656,7 @@ def _node_figures(win: _Window) -> dict[str, Any]:
         "node_state_at_end": {"state": diag1.get("state"), "level": diag1.get("_level"),
                               "message": diag1.get("_message"),
                               "num_steps": diag1.get("num_steps"),
+                              "engine": diag1.get("engine"),
                               "inference": diag1.get("inference")},
     }
 
@@ -663,7 +667,7 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
     (tmp / "topic_map.yaml").write_text(yaml.safe_dump(tm))
     params: dict[str, Any] = {
         "policy_path": cfg.policy, "topic_map": str(tmp / "topic_map.yaml"),
-        "device": cfg.device, "control_rate_hz": cfg.rate_hz,
+        "device": cfg.device, "engine": cfg.engine, "control_rate_hz": cfg.rate_hz,
         "n_action_steps": cfg.n_action_steps, "cpu_threads": threads,
         "diagnostics_period_s": 0.5}
     if cfg.inference_cpus:
@@ -713,7 +717,7 @@ def run_once(cfg: NodeBenchConfig, index: int = 0) -> dict[str, Any]:
         node = _node_part(cfg, threads, ns, Path(tmp))
         standalone = run_standalone({
             "policy": cfg.policy, "threads": threads, "device": cfg.device,
-            "height": int(cam0["height"]), "width": int(cam0["width"]),
+            "engine": cfg.engine, "height": int(cam0["height"]), "width": int(cam0["width"]),
             "reps": cfg.standalone_reps, "warmup": cfg.standalone_warmup,
             "task": tm["task"]["text"], "cpus": list(cfg.inference_cpus)})
     node_p50 = node["node_rolling_ms"]["model_p50"]

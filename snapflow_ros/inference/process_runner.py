@@ -79,7 +79,7 @@ class ProcessRunner:
     Args:
         policy_path: built-in name, checkpoint directory or hub id (as ``PolicyRunner.load``).
         image_shapes: camera name → (H, W) of the images the node will pass (the topic map's).
-        device, dtype, num_steps, seed, warmup_iters: as the node parameters.
+        device, dtype, engine, num_steps, seed, warmup_iters: as the node parameters.
         cpu_threads: torch/OpenMP threads of the worker (0 = auto, see ``cpu_threads``).
         cpus: CPU ids the worker may run on (empty: any; the node's ``inference_cpus``).
         should_stop: polled while waiting; True cancels the wait with ``WorkerError``.
@@ -87,7 +87,8 @@ class ProcessRunner:
     """
 
     def __init__(self, policy_path: str, image_shapes: dict[str, tuple[int, int]], *,
-                 device: str = "auto", dtype: str = "auto", num_steps: int = 0, seed: int = -1,
+                 device: str = "auto", dtype: str = "auto", engine: str = "auto",
+                 num_steps: int = 0, seed: int = -1,
                  warmup_iters: int = 2, cpu_threads: int = 0, cpus: tuple[int, ...] = (),
                  should_stop: Callable[[], bool] = lambda: False,
                  startup_timeout_s: float = 900.0) -> None:
@@ -98,7 +99,7 @@ class ProcessRunner:
         _, size = slot_layout(self.image_shapes)
         shm_fd = _shared_memory(size)
         parent, child = socket.socketpair()
-        spec = {"policy_path": policy_path, "device": device, "dtype": dtype,
+        spec = {"policy_path": policy_path, "device": device, "dtype": dtype, "engine": engine,
                 "num_steps": int(num_steps), "seed": int(seed), "warmup_iters": int(warmup_iters),
                 "threads": self.threads, "image_shapes": self.image_shapes,
                 "cpus": [int(c) for c in cpus]}
@@ -133,6 +134,11 @@ class ProcessRunner:
     @property
     def state_dim(self) -> int:
         return int(self.info["state_dim"])
+
+    @property
+    def engine_name(self) -> str:
+        """The worker's inference engine (``auto`` resolved)."""
+        return str(self.info.get("engine", ""))
 
     @property
     def action_dim(self) -> int:

@@ -42,8 +42,10 @@ def _load(spec: dict[str, Any]) -> Any:
     from snapflow_ros.policies.runner import PolicyRunner
 
     runner = PolicyRunner.load(spec["policy_path"], device=spec["device"], dtype=spec["dtype"],
-                               num_steps=spec["num_steps"], seed=spec["seed"])
-    runner.warmup(spec["warmup_iters"])
+                               num_steps=spec["num_steps"], seed=spec["seed"],
+                               engine=spec.get("engine", "auto"))
+    shapes = {name: tuple(shape) for name, shape in spec["image_shapes"].items()}
+    runner.warmup(spec["warmup_iters"], shapes)  # prepares the engine: compile, capture
     log.debug("loaded with %d torch threads", torch.get_num_threads())
     return runner
 
@@ -53,6 +55,7 @@ def _info(runner: Any) -> dict[str, Any]:
             "action_dim": runner.action_dim, "chunk_size": runner.chunk_size,
             "n_action_steps": runner.n_action_steps,
             "default_num_steps": int(runner.policy.default_num_steps),
+            "engine": runner.engine_name,
             "device": str(runner.device), "dtype": str(runner.dtype), "pid": os.getpid()}
 
 

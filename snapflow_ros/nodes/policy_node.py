@@ -123,6 +123,7 @@ class PolicyNode(LifecycleNode):
 
             shapes = {cam.name: (cam.height, cam.width) for cam in tm.cameras}
             return ProcessRunner(p.policy_path, shapes, device=p.device, dtype=p.dtype,
+                                 engine=p.engine,
                                  num_steps=p.num_steps, seed=p.seed, cpu_threads=p.cpu_threads,
                                  cpus=p.inference_cpus,
                                  warmup_iters=p.warmup_iters,
@@ -132,8 +133,8 @@ class PolicyNode(LifecycleNode):
 
         apply_cpu_threads(p.cpu_threads, reserved=1)
         runner = PolicyRunner.load(p.policy_path, device=p.device, dtype=p.dtype,
-                                   num_steps=p.num_steps, seed=p.seed)
-        runner.warmup(p.warmup_iters)
+                                   num_steps=p.num_steps, seed=p.seed, engine=p.engine)
+        runner.warmup(p.warmup_iters, {cam.name: (cam.height, cam.width) for cam in tm.cameras})
         return runner
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -402,6 +403,7 @@ class PolicyNode(LifecycleNode):
             values["replan_lead_steps"] = self.engine.scheduler.replan_lead_steps
         if self.runner is not None:
             values["num_steps"] = self.runner.num_steps
+            values["engine"] = getattr(self.runner, "engine_name", "")
             info = getattr(self.runner, "info", None)
             values["inference"] = "thread" if info is None else f"process {info['pid']}"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

@@ -33,6 +33,10 @@ class PolicyNodeParams:
     dtype: str = field(default="auto", metadata={
         **RO, "help": "auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16",
         "choices": ("auto", "float32", "bfloat16")})
+    engine: str = field(default="auto", metadata={
+        **RO, "help": "inference engine: auto (graph on CUDA, eager on CPU), eager, static, "
+                      "compile or graph (CUDA only); prepared (compiled, captured) at configure",
+        "choices": ("auto", "eager", "static", "compile", "graph")})
     num_steps: int = field(default=0, metadata={
         "help": "expert passes per chunk; 0 = the checkpoint's default (1 for SnapFlow)",
         "min": 0, "max": 100})
@@ -126,3 +130,6 @@ class PolicyNodeParams:
         if self.device != "auto" and not (self.device in ("cpu", "cuda")
                                           or self.device.startswith("cuda:")):
             raise ValueError(f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        if self.engine == "graph" and self.device == "cpu":
+            raise ValueError("engine='graph' needs CUDA (CUDA graphs) but device='cpu'; use "
+                             "engine 'compile', 'eager' or 'auto' on a CPU")

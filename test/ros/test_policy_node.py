@@ -159,6 +159,11 @@ def test_params_dataclass_rejects_nonsense():
         PolicyNodeParams(device="tpu")
     with pytest.raises(ValueError, match="command_type"):
         PolicyNodeParams(command_type="Twist")
+    with pytest.raises(ValueError, match="engine"):
+        PolicyNodeParams(engine="fastest")
+    with pytest.raises(ValueError, match=r"engine='graph' needs CUDA .* use engine 'compile'"):
+        PolicyNodeParams(engine="graph", device="cpu")
+    assert PolicyNodeParams(engine="graph").engine == "graph"  # device auto: decided at load
 
 
 def test_a_pi05_policy_drives_the_node(topic_map_file):

@@ -36,6 +36,35 @@ def test_bench_tiny_reports_each_step_count():
     assert rows[1]["e2e_p50_vs_1_step"] == 1.0
 
 
+def test_bench_compare_times_eager_and_the_engine_interleaved_in_one_run():
+    report = _bench("--policy", "pi05-tiny", "--num-steps", "3", "1", "--engine", "static",
+                    "--compare")
+    assert report["compare"] is True and set(report["engines"]) == {"eager", "static"}
+    assert all(e["prepare_s"] >= 0 for e in report["engines"].values())
+    rows = {(r["engine"], r["num_steps"]): r for r in report["results"]}
+    assert list(rows) == [("eager", 3), ("eager", 1), ("static", 3), ("static", 1)]
+    for (engine, n), row in rows.items():
+        assert all(k in row for k in KEYS) and row["expert_passes_per_chunk"] == n
+        assert 0 < row["prefix_ms_p50"] < row["e2e_ms_p50"] and row["step_ms_p50"] is None
+        assert row["e2e_p50_vs_eager"] == (1.0 if engine == "eager" else pytest.approx(
+            row["e2e_ms_p50"] / rows[("eager", n)]["e2e_ms_p50"], abs=1e-3))
+
+
+def test_bench_eager_runs_batches():
+    report = _bench("--policy", "smolvla-tiny", "--num-steps", "1", "--batch-size", "2")
+    assert report["batch_size"] == 2 and report["results"][0]["expert_passes_per_chunk"] == 1
+
+
+def test_bench_engine_graph_on_cpu_names_the_fix():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here: graph is valid")
+    out = _bench_cli("--engine", "graph", "--device", "cpu")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "needs a CUDA device" in out.stderr and "'compile' or 'eager'" in out.stderr
+
+
 def test_bench_a_snapflow_checkpoint_defaults_to_its_sampler(tmp_path, tiny_teacher):
     from snapflow_ros.policies import save_policy
 
@@ -78,6 +107,9 @@ def _bench_cli(*argv):
     (["--camera-size", "12"], "camera size must be WIDTHxHEIGHT"),
     (["--sampler", "heun"], "sampler must be snap, euler"),
     (["--reps", "many"], "Couldn't parse 'many' into an int"),
+    (["--batch-size", "2", "--engine", "static"], "the static engines run batch 1"),
+    (["--engine", "fast"], "unknown engine 'fast'"),
+    (["--compare", "--engine", "eager"], "--compare times eager against an engine"),
 ])
 def test_bench_rejects_bad_arguments_in_one_line(bad, message):
     out = _bench_cli(*bad)

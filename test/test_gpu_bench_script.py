@@ -1,0 +1,51 @@
+"""``scripts/gpu_bench.sh --dry-run``: the prepared GPU benchmark's steps on CPU with the tiny
+models; the JSON file has every section, with finite numbers (not their values)."""
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _finite(value):
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.mark.slow  # ~30 s quiet, ~60 s on a busy 2-core machine
+def test_gpu_bench_dry_run_writes_every_section_with_finite_numbers(tmp_path):
+    out_file = tmp_path / "gpu_bench.json"
+    out = subprocess.run(["bash", "scripts/gpu_bench.sh", "--dry-run", "--skip-setup",
+                          "--out", str(out_file)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=400)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert "all steps ok" in out.stdout and "dry run" in out.stdout  # the table
+    result = json.loads(out_file.read_text())
+    assert result["dry_run"] is True and result["ok"] is True
+    assert all(step["ok"] for step in result["steps"].values())
+    assert set(result["steps"]) == {"pytest_gpu", "compare_smolvla", "compare_pi05",
+                                    "node_bench", "distill"}
+    machine = result["machine"]
+    assert machine["torch"] and machine["git_commit"] and _finite(machine["cores"])
+    tests = result["pytest_gpu"]
+    assert tests["failed"] == 0 and tests["passed"] + tests["skipped"] >= 4
+    for model, report in result["bench_compare"].items():
+        rows = {(r["engine"], r["num_steps"]): r for r in report["results"]}
+        assert set(rows) == {("eager", 10), ("eager", 1), ("static", 10), ("static", 1)}, model
+        for row in rows.values():
+            for key in ("e2e_ms_p50", "e2e_ms_p99", "preprocess_ms_p50", "prefix_ms_p50",
+                        "expert_ms_p50", "postprocess_ms_p50", "e2e_p50_vs_eager"):
+                assert _finite(row[key]), (model, key, row[key])
+    run = result["node_bench"]["runs"][0]
+    assert run["config"]["engine"] == "static"
+    for key in ("camera_stamp_to_chunk_received_ms", "tick_period_ms"):
+        assert _finite(run[key]["p50"]) and _finite(run[key]["p99"])
+    assert _finite(run["model_in_node_over_standalone"])
+    assert result["distill"]["runs"][0]["steps_per_s"]["distill"] > 0
+    summary = result["summary"]
+    assert {summary["smolvla_engine"], summary["pi05_engine"]} == {"static"}
+    numbers = {k: v for k, v in summary.items() if not k.endswith("_engine")}
+    assert len(numbers) >= 15 and all(_finite(v) for v in numbers.values()), numbers
