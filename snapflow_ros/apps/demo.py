@@ -43,7 +43,7 @@ from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.apps.demo")
 TASK = "reach_two_fixed_targets"
-FULL = {"demos": 30, "teacher_steps": 1500, "distill_steps": 1200, "eval_episodes": 20}
+FULL = {"demos": 30, "teacher_steps": 3000, "distill_steps": 1200, "eval_episodes": 20}
 QUICK = {"demos": 3, "teacher_steps": 20, "distill_steps": 6, "eval_episodes": 1}
 METHODS = {  # name: (checkpoint, num_steps, label)
     "teacher_10": ("teacher", 10, "teacher, Euler 10 steps"),
@@ -60,7 +60,7 @@ class DemoConfig:
     overwrite: bool = False  # replace an existing --out
     quick: bool = False  # miniature run (a minute; for tests)
     demos: int | None = None  # expert demonstrations (null: 30; 3 with --quick)
-    teacher_steps: int | None = None  # teacher training steps (null: 1500; 20 with --quick)
+    teacher_steps: int | None = None  # teacher training steps (null: 3000; 20 with --quick)
     distill_steps: int | None = None  # SnapFlow steps (null: 1200; 6 with --quick)
     eval_episodes: int | None = None  # closed-loop episodes per method (null: 20; 1 --quick)
     seed: int = 0  # seed of the demos, training and episodes
