@@ -13,9 +13,10 @@ more episodes only runs the closed loop); ``--overwrite`` starts from scratch.
 Writes ``OUT/fidelity.json`` (per task and method: success rate with its 95 % Wilson interval,
 the share of episodes that reached each target with its interval, failures that ended between
 the targets, mean episode time, the offline metrics; the 1-NFE recipes ranked) and
-``OUT/fidelity.png``. A full run (60 episodes) takes about 15 min per task on 2 quiet cores
-(see ``wall_s`` in the JSON); ``--mini`` is a miniature end-to-end run (tiny everything,
-2 episodes) for CI.
+``OUT/fidelity.png``. A full run of the reach task (60 episodes per method) took 13.6 min on
+our 2 cores while other jobs loaded them (load average 3.5-5.4; build 9.2 min, closed loop
+4.4 min; ``wall_s``, ``build_s``, ``closed_loop_s`` in the JSON); ``--mini`` is a miniature
+end-to-end run (tiny everything, 2 episodes) for CI: 1.8-3.9 min here, loaded.
 """
 
 from __future__ import annotations
