@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -22,19 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this source tree
 
 from script_args import add_cpu_threads_argument
 
-from snapflow_ros.apps.closed_loop import run_episodes, summarize
+from snapflow_ros.apps.closed_loop import run_episodes, summarize, wilson
 from snapflow_ros.apps.demo import METHODS, TASK
 from snapflow_ros.cpu_threads import apply_cpu_threads
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main() -> int:

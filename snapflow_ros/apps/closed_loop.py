@@ -20,6 +20,7 @@ reports the episode done.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import threading
 import time
@@ -164,7 +165,8 @@ class _ClosedLoop:
         return {"seed": int(seed), "success": bool(status.success), "reached": status.reached,
                 "time_s": round(status.time_s, 3), "wall_s": round(time.monotonic() - start, 3),
                 "chunks": bridge.runner.trajectories - chunks0,  # as the sim received them
-                "model_ms_p50": float(self.diag.get("model_ms_p50", "nan"))}
+                "model_ms_p50": float(self.diag.get("model_ms_p50", "nan")),
+                "distances": status.info.get("distances")}  # to each goal at the end (reach)
 
     def close(self) -> None:
         self.proc.stop(timeout_s=30.0)
@@ -187,8 +189,9 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
     ``cpu_threads`` goes to the node as its ``cpu_threads`` parameter (0 = the node picks:
     auto). ``engine`` is the node's inference engine (auto, eager, static, compile, graph;
     prepared at configure, before the first episode). Returns per episode: seed, success,
-    reached (target index, -1 = none), time_s (sim), wall_s, chunks, and the node's model
-    latency p50 (ms) as reported on /diagnostics.
+    reached (target index, -1 = none), time_s (sim), wall_s, chunks, the node's model latency
+    p50 (ms) as reported on /diagnostics, and ``distances`` (m, the tool to each goal when the
+    episode ended; None: not a reach task).
     """
     params = node_params(topic_map, policy_params, cpu_threads, engine)
     loop = _ClosedLoop(str(policy_path), params,
@@ -202,15 +205,39 @@ def run_episodes(policy_path: str | Path, seeds: Sequence[int], *, topic_map: st
         loop.close()
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate (``successes`` of ``n``; (0, 1) when n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def ends_between(episode: dict[str, Any]) -> bool:
+    """A failed reach that ended between the two targets: its tool nearer to the plane
+    halfway between the goals than to either goal (|d_a − d_b| < min(d_a, d_b)), the end of
+    an averaged reach. False for successes and for episodes without ``distances``."""
+    dist = episode.get("distances")
+    if episode["success"] or not dist or len(dist) != 2:
+        return False
+    return abs(dist[0] - dist[1]) < min(dist)
+
+
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Success rate, which target was reached, mean episode time and policy latency."""
+    """Success rate (with its 95 % Wilson interval), which target was reached, failures that
+    ended between the targets, mean episode time and policy latency."""
     n = max(len(episodes), 1)
     reached = [e["reached"] for e in episodes]
+    wins = sum(e["success"] for e in episodes)
     model = sorted(e["model_ms_p50"] for e in episodes if e["model_ms_p50"] == e["model_ms_p50"])
     return {
         "episodes": len(episodes),
-        "success_rate": round(sum(e["success"] for e in episodes) / n, 3),
+        "success_rate": round(wins / n, 3),
+        "success_ci95": [round(v, 3) for v in wilson(wins, len(episodes))],
         "reached_a": reached.count(0), "reached_b": reached.count(1),
+        "failed_between": sum(ends_between(e) for e in episodes),
         "mean_time_s": round(sum(e["time_s"] for e in episodes) / n, 3),
         "mean_wall_s": round(sum(e["wall_s"] for e in episodes) / n, 3),
         "model_ms_p50": round(model[len(model) // 2], 3) if model else None,

@@ -1,8 +1,9 @@
 """``python -m snapflow_ros demo``: the product end to end, closed loop, offline, on CPU.
 
 The built-in default task is the packaged arm reaching either of two targets left and right
-(``reach_two_fixed_targets``): demonstrations pick one at random, so they are bimodal and a
-sampler that averages the two modes ends between the targets and fails.
+(``reach_two_fixed_targets``, the arm starting a little off home): the demonstrations go to
+each target equally often, with nothing in the observation saying which, so they are bimodal
+and a sampler that averages the two modes ends between the targets and fails.
 
 1. **Demonstrations**: the scripted expert through the MuJoCo bridge, recorded as rosbag2.
 2. **Dataset**: ``bag_to_lerobot`` → a LeRobot v3.0 dataset.
@@ -29,6 +30,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from snapflow_ros.paths import config_path
 
 log = logging.getLogger("snapflow_ros.apps.demo")
 TASK = "reach_two_fixed_targets"
-FULL = {"demos": 30, "teacher_steps": 1500, "distill_steps": 1200, "eval_episodes": 20}
+FULL = {"demos": 30, "teacher_steps": 3000, "distill_steps": 1200, "eval_episodes": 20}
 QUICK = {"demos": 3, "teacher_steps": 20, "distill_steps": 6, "eval_episodes": 1}
 METHODS = {  # name: (checkpoint, num_steps, label)
     "teacher_10": ("teacher", 10, "teacher, Euler 10 steps"),
@@ -58,7 +60,7 @@ class DemoConfig:
     overwrite: bool = False  # replace an existing --out
     quick: bool = False  # miniature run (a minute; for tests)
     demos: int | None = None  # expert demonstrations (null: 30; 3 with --quick)
-    teacher_steps: int | None = None  # teacher training steps (null: 1500; 20 with --quick)
+    teacher_steps: int | None = None  # teacher training steps (null: 3000; 20 with --quick)
     distill_steps: int | None = None  # SnapFlow steps (null: 1200; 6 with --quick)
     eval_episodes: int | None = None  # closed-loop episodes per method (null: 20; 1 --quick)
     seed: int = 0  # seed of the demos, training and episodes
@@ -98,63 +100,114 @@ def _demo_topic_map(out: Path) -> Path:
     return path
 
 
-def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0,
-           policy_type: str = "smolvla") -> Path:
+#: SnapFlow loss recipes the demo and ``scripts/bench_fidelity.py`` distil: name → (label,
+#: ``SnapFlowLossConfig`` fields). The optimisation around them is the demo's (below).
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "paper": ("λ 0.1 (paper)", {}),
+    "lam1": ("λ 1", {"consistency_weight": 1.0}),
+    "lam1_k10": ("λ 1, K = 10 target", {"consistency_weight": 1.0, "target_steps": 10}),
+}
+#: The recipe the demo ships (``_train``); ``bench_fidelity.py`` ranks them all.
+DEMO_RECIPE = "lam1"
+
+
+def record_dataset(out: Path, topic_map: Path, demos: int, seed: int, task: str = TASK, *,
+                   scene: str = "", balanced: bool = True) -> list[dict[str, Any]]:
+    """Steps 1-2: ``demos`` expert episodes (seeds ``seed``...) as bags under ``out/bags``,
+    converted to a LeRobot dataset at ``out/dataset``. Returns the episodes' summaries.
+
+    With ``balanced`` (the reach tasks) the demonstrations come in pairs from one seed, one to
+    each target (``record_demos(balanced=True)``): equal shares of the two modes from the same
+    starts, so a teacher's preference for one is its own, not the data's. ``scene``: the
+    bridge's ("": the packaged arm)."""
     from snapflow_ros.apps.sim_demos import record_demos
-    from snapflow_ros.apps.teacher import train_teacher
-    from snapflow_ros.core import SnapFlowLossConfig
     from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
-    from snapflow_ros.distill.config import DistillConfig
-    from snapflow_ros.distill.trainer import distill
     from snapflow_ros.topic_map import load_topic_map
 
-    log.info("1/5 expert demonstrations: %d episodes", n["demos"])
-    demos = record_demos(out / "bags", n["demos"], seed, topic_map=str(topic_map), task=TASK)
-    log.info("    %d/%d successful, target a %d, target b %d", sum(d["success"] for d in demos),
-             len(demos), sum(d["reached"] == 0 for d in demos),
-             sum(d["reached"] == 1 for d in demos))
+    log.info("1/5 expert demonstrations: %d episodes", demos)
+    episodes = record_demos(out / "bags", demos, seed, topic_map=str(topic_map), task=task,
+                            balanced=balanced, scene=scene)
+    log.info("    %d/%d successful, target a %d, target b %d",
+             sum(d["success"] for d in episodes), len(episodes),
+             sum(d["reached"] == 0 for d in episodes), sum(d["reached"] == 1 for d in episodes))
     log.info("2/5 bags -> LeRobot dataset")
     convert(ConvertConfig(bags=[out / "bags"], output=out / "dataset",
                           topic_map=load_topic_map(topic_map), video=False))
+    return episodes
+
+
+def distill_student(teacher: Path, dataset: Path, out_dir: Path, *, steps: int, seed: int,
+                    recipe: str = DEMO_RECIPE, eval_episodes: int = 2,
+                    cpu_threads: int = 0) -> Path:
+    """Step 4: SnapFlow-distil ``teacher`` on ``dataset`` with loss recipe ``recipe``
+    (``RECIPES``) into ``out_dir`` (held-out eval of the last ``eval_episodes`` episodes in
+    ``out_dir/eval.json``). Returns the student's directory."""
+    from snapflow_ros.core import SnapFlowLossConfig
+    from snapflow_ros.distill.config import DistillConfig
+    from snapflow_ros.distill.trainer import distill
+
+    # Around the loss: a short cosine schedule at a higher lr than the paper's (2.5e-5 over
+    # 30k steps), batch 32: CPU-sized, and measured better on bimodal data (README).
+    distill(DistillConfig(
+        teacher=str(teacher), dataset_root=str(dataset), output_dir=str(out_dir), steps=steps,
+        batch_size=32, lr=1e-3, warmup_steps=min(50, steps // 10),
+        loss=SnapFlowLossConfig(**RECIPES[recipe][1]), eval_episodes=eval_episodes,
+        cache_dataset=True, num_workers=0, save_every=steps, seed=seed,
+        cpu_threads=cpu_threads))
+    return out_dir / "student"
+
+
+def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads: int = 0,
+           policy_type: str = "smolvla") -> Path:
+    from snapflow_ros.apps.teacher import train_teacher
+
+    record_dataset(out, topic_map, n["demos"], seed)
     log.info("3/5 teacher: tiny %s, %d flow-matching steps", policy_type, n["teacher_steps"])
     train_teacher(out / "dataset", out / "teacher", steps=n["teacher_steps"], seed=seed,
                   cpu_threads=cpu_threads, policy_type=policy_type)
-    log.info("4/5 SnapFlow distillation: %d steps", n["distill_steps"])
-    # The demo's recipe: lambda = 1 (not the paper's 0.1) and a short cosine schedule at a
-    # higher lr; measured better on bimodal data (README, "Distillation" numbers).
-    distill(DistillConfig(
-        teacher=str(out / "teacher"), dataset_root=str(out / "dataset"),
-        output_dir=str(out / "distill"), steps=n["distill_steps"], batch_size=32, lr=1e-3,
-        warmup_steps=min(50, n["distill_steps"] // 10),
-        loss=SnapFlowLossConfig(consistency_weight=1.0),
-        eval_episodes=2 if n["demos"] > 4 else 1, cache_dataset=True, num_workers=0,
-        save_every=n["distill_steps"], seed=seed, cpu_threads=cpu_threads))
-    return out / "distill" / "student"
+    log.info("4/5 SnapFlow distillation (%s): %d steps", RECIPES[DEMO_RECIPE][0],
+             n["distill_steps"])
+    return distill_student(out / "teacher", out / "dataset", out / "distill",
+                           steps=n["distill_steps"], seed=seed,
+                           eval_episodes=2 if n["demos"] > 4 else 1, cpu_threads=cpu_threads)
+
+
+def run_methods(out: Path, topic_map: Path, checkpoints: dict[str, Path], seeds: Sequence[int],
+                *, methods: dict[str, tuple[str, int, str]] = METHODS, task: str = TASK,
+                episode_timeout_s: float = 0.0, cpu_threads: int = 0, engine: str = "auto",
+                scene: str = "") -> dict[str, Any]:
+    """Step 5: one closed-loop episode per seed for each of ``methods`` (name → (checkpoint
+    key, num_steps, label)) whose checkpoint is in ``checkpoints``; node logs under
+    ``out/logs``; ``engine``: the node's inference engine; ``scene``: the bridge's ("": the
+    packaged arm). Returns name → label, num_steps, ``closed_loop.summarize`` and the
+    episodes (``episodes_``)."""
+    from snapflow_ros.apps.closed_loop import run_episodes, summarize
+
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {}
+    for name, (which, steps, label) in methods.items():
+        if which not in checkpoints:
+            continue
+        runs = run_episodes(checkpoints[which], seeds, topic_map=str(topic_map), task=task,
+                            episode_timeout_s=episode_timeout_s, desc=label,
+                            policy_params={"num_steps": steps, "device": "cpu"},
+                            log_path=out / "logs" / f"policy_node_{name}.log",
+                            cpu_threads=cpu_threads, engine=engine, scene=scene)
+        report[name] = {"label": label, "num_steps": steps, **summarize(runs), "episodes_": runs}
+        log.info("    %-24s success %3.0f%%  (target a %d, b %d; failed between %d)", label,
+                 100 * report[name]["success_rate"], report[name]["reached_a"],
+                 report[name]["reached_b"], report[name]["failed_between"])
+    return report
 
 
 def _closed_loop(out: Path, topic_map: Path, checkpoints: dict[str, Path], episodes: int,
                  seed: int, quick: bool, cpu_threads: int = 0,
                  engine: str = "auto") -> dict[str, Any]:
-    from snapflow_ros.apps.closed_loop import run_episodes, summarize
-
     log.info("5/5 closed loop: %d episodes per method (bridge + policy_node, lock-step)",
              episodes)
-    seeds = range(10_000 + seed, 10_000 + seed + episodes)
-    (out / "logs").mkdir(exist_ok=True)
-    report: dict[str, Any] = {}
-    for name, (which, steps, label) in METHODS.items():
-        if which not in checkpoints:
-            continue
-        runs = run_episodes(checkpoints[which], seeds, topic_map=str(topic_map), task=TASK,
-                            episode_timeout_s=1.0 if quick else 0.0, desc=label,
-                            policy_params={"num_steps": steps, "device": "cpu"},
-                            log_path=out / "logs" / f"policy_node_{name}.log",
-                            cpu_threads=cpu_threads, engine=engine)
-        report[name] = {"label": label, "num_steps": steps, **summarize(runs), "episodes_": runs}
-        log.info("    %-24s success %3.0f%%  (target a %d, b %d)", label,
-                 100 * report[name]["success_rate"], report[name]["reached_a"],
-                 report[name]["reached_b"])
-    return report
+    return run_methods(out, topic_map, checkpoints, range(10_000 + seed, 10_000 + seed + episodes),
+                       episode_timeout_s=1.0 if quick else 0.0, cpu_threads=cpu_threads,
+                       engine=engine)
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -170,8 +223,11 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     labels = [report[n]["label"] for n in names]
     ax.barh(labels, a, color="tab:blue", label="reached target a")
     ax.barh(labels, b, left=a, color="tab:orange", label="reached target b")
+    between = [report[n]["failed_between"] / max(report[n]["episodes"], 1) for n in names]
+    ax.barh(labels, between, left=[x + y for x, y in zip(a, b, strict=True)], color="tab:red",
+            label="failed between the targets")
     ax.set_xlim(0, 1)
-    ax.set_xlabel("fraction of closed-loop episodes (success)")
+    ax.set_xlabel("fraction of closed-loop episodes")
     ax.invert_yaxis()
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Two-target reach, closed loop in MuJoCo")
@@ -182,15 +238,16 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 def _table(report: dict[str, Any], offline: dict[str, Any] | None) -> str:
     lines = ["", f"{'method':<24} {'NFE':>3} {'success':>8} {'target a/b':>10} "
-                 f"{'sim s':>6} {'offline P95':>11}"]
+                 f"{'between':>7} {'sim s':>6} {'offline P95':>11}"]
     for name, r in report.items():
         p95 = f"{offline[name]['p95_abs_err']:.3f}" if offline and name in offline else "-"
         lines.append(f"{r['label']:<24} {r['num_steps']:>3} {100 * r['success_rate']:>7.0f}% "
-                     f"{r['reached_a']:>5}/{r['reached_b']:<4} {r['mean_time_s']:>6.2f} "
-                     f"{p95:>11}")
+                     f"{r['reached_a']:>5}/{r['reached_b']:<4} {r['failed_between']:>7} "
+                     f"{r['mean_time_s']:>6.2f} {p95:>11}")
     lines.append("success: closed-loop episodes that reached a target (a: left, b: right); "
-                 "sim s: mean episode time; offline P95: held-out |action error| (normalised, "
-                 "distill/eval.json). Latency: `python -m snapflow_ros bench`.")
+                 "between: failures that ended between the targets; sim s: mean episode time; "
+                 "offline P95: held-out |action error| (normalised, distill/eval.json). "
+                 "Latency: `python -m snapflow_ros bench`.")
     return "\n".join(lines)
 
 

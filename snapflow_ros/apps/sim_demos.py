@@ -234,9 +234,9 @@ def _make_graph(ctx: rclpy.Context, out: Path, nodes: list[Node], *, seed: int, 
 
 
 def _record_episode(graph: _Graph, planner: Planner, index: int, seed: int,
-                    wall_timeout_s: float) -> dict:
+                    wall_timeout_s: float, balanced: bool = False) -> dict:
     """Reset the bridge with ``seed``, follow the expert's plan to the episode's end, close
-    the bag; returns the episode's summary."""
+    the bag; returns the episode's summary. ``balanced``: target ``index % 2``, else random."""
     env, recorder, executor = graph.bridge.runner.env, graph.recorder, graph.executor
     graph.bridge.set_parameters([Parameter("seed", value=seed)])
     name = recorder.begin()
@@ -244,7 +244,8 @@ def _record_episode(graph: _Graph, planner: Planner, index: int, seed: int,
     future = graph.reset.call_async(Trigger.Request())
     _spin_until(executor, future.done, wall_timeout_s, "the reset service")
     status = json.loads(future.result().message)
-    plan = planner.plan(np.random.default_rng([status["seed"], 1]))
+    plan = (planner.plan_for(index % 2) if balanced
+            else planner.plan(np.random.default_rng([status["seed"], 1])))
     graph.expert.start(plan, status["start_ns"])
     recorder.set_start(status["start_ns"])
     _spin_until(executor, lambda: env.status.done, wall_timeout_s, "the episode end")
@@ -262,8 +263,14 @@ def _record_episode(graph: _Graph, planner: Planner, index: int, seed: int,
 
 def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_map: str = "",
                  episode_timeout_s: float = 0.0, storage: str = "mcap", namespace: str = "",
-                 wall_timeout_s: float = 120.0, task: str = "reach_two_targets") -> list[dict]:
+                 wall_timeout_s: float = 120.0, task: str = "reach_two_targets",
+                 balanced: bool = False) -> list[dict]:
     """Record ``episodes`` expert episodes with seeds ``seed, seed+1, ...`` under ``out``.
+
+    The expert picks its target at random per episode. With ``balanced`` the episodes come
+    in pairs with the same seed (the same scene, start pose and first images), one to each
+    target (episode i: seed ``seed + i // 2``, target ``i % 2``): equal shares, and from every
+    start the data shows both targets, so a policy cannot tie a target to a start.
 
     ``namespace`` prefixes the map's relative topics (and so the bags' topic names). Returns
     one summary dict per episode (also appended to ``out/episodes.jsonl``).
@@ -278,9 +285,14 @@ def record_demos(out: Path, episodes: int, seed: int, *, scene: str = "", topic_
                             episode_timeout_s=episode_timeout_s, storage=storage,
                             namespace=namespace, task=task)
         planner = make_expert(graph.bridge.runner.env.scene, graph.bridge.runner.env.task)
+        if balanced and not hasattr(planner, "plan_for"):
+            raise ValueError(f"balanced demos need a task with two targets; {task!r} has one "
+                             f"way to succeed")
         summaries = []
         for i in range(episodes):
-            summaries.append(_record_episode(graph, planner, i, seed + i, wall_timeout_s))
+            ep_seed = seed + i // 2 if balanced else seed + i
+            summaries.append(_record_episode(graph, planner, i, ep_seed, wall_timeout_s,
+                                             balanced))
             with (out / "episodes.jsonl").open("a") as f:
                 f.write(json.dumps(summaries[-1]) + "\n")
         return summaries
@@ -312,6 +324,8 @@ class SimDemosConfig:
     # so101_pick_cube ("" = the robot's first)
     task: str = ""
     namespace: str = ""  # namespace of the map's relative topics
+    # pairs of episodes from one seed, one to each target (seeds seed, seed, seed+1, ...)
+    balanced: bool = False
     overwrite: bool = False  # replace an existing --out
 
     def __post_init__(self) -> None:
@@ -325,6 +339,9 @@ class SimDemosConfig:
             raise ValueError(f"robot must be one of {sorted(ROBOTS)}, got {self.robot!r}")
         tasks = ROBOTS[self.robot].tasks
         self.task = self.task or tasks[0]
+        if self.balanced and self.robot != "arm":
+            raise ValueError("balanced pairs one demo to each target: only the arm's reach "
+                             "tasks have two")
         if self.task not in tasks:
             raise ValueError(f"task must be one of {list(tasks)} for robot {self.robot!r}, got "
                              f"{self.task!r}")
@@ -351,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries = record_demos(out, args.episodes, args.seed, scene=scene, topic_map=topic_map,
                                  episode_timeout_s=args.episode_timeout, storage=args.storage,
-                                 namespace=args.namespace, task=args.task)
+                                 namespace=args.namespace, task=args.task,
+                                 balanced=args.balanced)
     except BaseException as err:
         if shutdown.received() is None and not isinstance(err, KeyboardInterrupt):
             raise  # a real error, with Python's report

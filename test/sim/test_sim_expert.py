@@ -88,3 +88,32 @@ def test_min_jerk_plan_passes_its_waypoints_smoothly():
     s = np.linspace(0, 1, 101)
     assert min_jerk(0.0) == 0.0 and min_jerk(1.0) == 1.0
     assert np.all(np.diff(min_jerk(s)) >= 0)
+
+
+def test_fixed_targets_start_off_home_and_the_expert_reaches_both_from_there():
+    """reach_two_fixed_targets: the arm starts up to start_jitter off home per joint (seeded,
+    held still by the servos), so demonstrations cover more than two paths; the expert still
+    reaches either target from every start. The random-target task starts at home."""
+    from snapflow_ros.sim.tasks import FIXED_TARGETS, make_task
+
+    scene = Scene(load_model(None), JOINTS, physics_rate_hz=500.0)
+    env = MujocoEnv(scene, make_task("reach_two_fixed_targets", scene))
+    starts = []
+    for seed in range(6):
+        env.reset(seed)
+        start = scene.actuated_positions()
+        env.step(50)  # 0.1 s: the servos hold the start pose
+        assert np.allclose(scene.actuated_positions(), start, atol=2e-3)
+        starts.append(start)
+        status = _run(env, ReachExpert(scene, env.task).plan_for(seed % 2)) if seed < 4 else None
+        assert status is None or (status.success and status.reached == seed % 2), seed
+    env.reset(0)
+    assert np.array_equal(scene.actuated_positions(), starts[0])  # same seed, same start
+    scene.reset()
+    home = scene.actuated_positions()
+    offsets = np.abs(np.array(starts) - home)
+    assert offsets.max() <= FIXED_TARGETS.start_jitter + 1e-9 and offsets.max() > 0.05
+    assert len({tuple(s.round(4)) for s in starts}) == len(starts)
+    other = MujocoEnv(scene, ReachTwoTargets(scene))
+    other.reset(0)
+    assert np.array_equal(scene.actuated_positions(), home)

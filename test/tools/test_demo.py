@@ -20,6 +20,9 @@ def test_quick_demo_runs_the_whole_pipeline_closed_loop(tmp_path):
     run = _demo("--out", str(out))
     assert run.returncode == 0, run.stderr[-4000:]
     assert len(list((out / "bags").glob("episode_*"))) == 3  # recorded expert episodes
+    demos = [json.loads(x) for x in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
+    # pairs from one seed (same start), one to each target
+    assert [(d["seed"], d["reached"]) for d in demos] == [(0, 0), (0, 1), (1, 0)]
     assert (out / "dataset" / "meta" / "info.json").is_file()
     assert (out / "teacher" / "config.json").is_file()
     assert not (out / "teacher" / "snapflow.json").exists()  # a plain LeRobot teacher
@@ -30,6 +33,9 @@ def test_quick_demo_runs_the_whole_pipeline_closed_loop(tmp_path):
     report = json.loads((out / "closed_loop.json").read_text())
     assert set(report["methods"]) == {"teacher_10", "naive_1", "snapflow_1"}
     for method in report["methods"].values():
+        wins = round(method["success_rate"] * method["episodes"])
+        assert method["reached_a"] + method["reached_b"] == wins
+        assert 0 <= method["failed_between"] <= method["episodes"]
         (episode,) = method["episodes_"]
         assert episode["chunks"] >= 1  # the policy node drove the simulated arm
         assert episode["time_s"] > 0
