@@ -233,17 +233,20 @@ class MujocoBridgeNode(Node):
                                throttle_duration_sec=10.0)
         return True
 
-    def _check_frame_rate(self, fps: float, render_ms: float) -> None:
+    def _check_frame_rate(self, fps: float, render_ms: float) -> bool:
         """render thread: a throttled WARN once it skipped frames in two diagnostics periods
-        in a row (the camera rate is not kept; one slow first frame is not worth a WARN)."""
+        in a row (the camera rate is not kept; one slow first frame is not worth a WARN);
+        returns whether it is skipping so."""
         skipped = self.runner.frames_skipped
         self._skipping = self._skipping + 1 if skipped > self._skipped_mark else 0
         if self._skipping >= 2:
             self.get_logger().warn(
-                f"cameras at {fps:.1f} frames/s instead of {self.params.camera_rate_hz:g}: "
+                f"cameras at {fps / max(self.params.real_time_factor, 1e-9):.1f} frames per "
+                f"sim second instead of {self.params.camera_rate_hz:g}: "
                 f"rendering takes {render_ms:.1f} ms per frame set ({skipped} frames skipped "
                 f"so far); lower camera_rate_hz or the cameras' sizes", throttle_duration_sec=10.0)
         self._skipped_mark = skipped
+        return self._skipping >= 2
 
     # -- helpers ----------------------------------------------------------------------------
     def _unnamed(self, values: object, what: str) -> np.ndarray:
@@ -278,8 +281,8 @@ class MujocoBridgeNode(Node):
                   "lockstep_timeouts": r.gate_timeouts, "realtime_overruns": r.overruns,
                   "render_thread": r.worker is not None, "frames_skipped": r.frames_skipped}
         values["behind_real_time"] = behind = self._check_realtime(rtf, render_ms)
-        self._check_frame_rate(fps, render_ms)
-        warn = bool(self.rejected or r.gate_timeouts or r.overruns or behind)
+        values["skipping_frames"] = skipping = self._check_frame_rate(fps, render_ms)
+        warn = bool(self.rejected or r.gate_timeouts or r.overruns or behind or skipping)
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if warn else DiagnosticStatus.OK,
             name=f"{self.get_name()}: simulation", hardware_id="mujoco",
