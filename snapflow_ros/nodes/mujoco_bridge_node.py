@@ -80,6 +80,7 @@ class _Publishers:
         self.done_pub = node.create_publisher(Bool, "episode/done", LATCHED)
         self.active_pub = node.create_publisher(Bool, "episode/active", LATCHED)
         self.joint_names = list(topic_map.state_names)
+        self.context = node.context
 
     def clock(self, stamp_ns: int) -> None:
         msg = ClockMsg()
@@ -94,11 +95,17 @@ class _Publishers:
         self.joint_pub.publish(msg)
 
     def frame(self, stamp_ns: int, images: dict[str, np.ndarray]) -> None:
-        for name, rgb in images.items():
-            msg = fill_image_msg(Image(), rgb)
-            fill_stamp(msg.header.stamp, stamp_ns)
-            msg.header.frame_id = name
-            self.image_pubs[name].publish(msg)
+        """Publish one frame set (from the render thread in realtime mode: a frame finished
+        while the process shuts down, with the ROS context gone, is dropped)."""
+        try:
+            for name, rgb in images.items():
+                msg = fill_image_msg(Image(), rgb)
+                fill_stamp(msg.header.stamp, stamp_ns)
+                msg.header.frame_id = name
+                self.image_pubs[name].publish(msg)
+        except Exception:
+            if self.context.ok():
+                raise
 
     def status(self, status: EpisodeStatus) -> None:
         self.status_pub.publish(String(data=status.to_json()))
