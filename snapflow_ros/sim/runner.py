@@ -31,7 +31,9 @@ Camera frames are due every ``1/camera_rate_hz`` of sim time and joint states ev
 ``1/joint_state_rate_hz``, each at the first physics step at or after its due time. With
 ``render_thread`` (realtime mode only) a due frame's pose goes to a render thread
 (``sim/render_worker.py``) and physics goes on; a frame due while the last one still renders is
-skipped. Lock-step and free modes render inline: a frame is published at its own physics step.
+taken at the first step the thread is free (late, stamped then), and one due while another is
+still owed is lost (``frames_skipped``). Lock-step and free modes render inline: a frame is
+published at its own physics step.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class SimRunner:
         self._waiting_frame = -1  # frame gate: stamp of the frame awaiting an answer
         self._wait_since: float | None = None
         self.worker: RenderWorker | None = None
+        self._frame_owed = False  # render thread: a due frame waits for the worker
+        self.frames_lost = 0  # render thread: frames dropped because it was still busy
         self._frame_sink: Sink | None = None  # where the render thread delivers frames
         if config.render_thread and config.mode == "realtime":
             self.worker = RenderWorker(env.scene, self._deliver)
@@ -126,8 +130,8 @@ class SimRunner:
 
     @property
     def frames_skipped(self) -> int:
-        """Frames not rendered because the render thread was still busy with the last one."""
-        return self.worker.skipped if self.worker is not None else 0
+        """Frames lost because the render thread was still busy (see ``_frame_to_worker``)."""
+        return self.frames_lost
 
     @property
     def render_times(self) -> list[float]:
@@ -246,7 +250,8 @@ class SimRunner:
     def _publish_due(self, sink: Sink) -> None:
         now, scene = self.env.time_ns, self.env.scene
         joints_due, frame_due = now >= self._next_joints, now >= self._next_frame
-        if not (joints_due or frame_due):
+        late = self._frame_owed and self.worker is not None and not self.worker.busy
+        if not (joints_due or frame_due or late):
             return
         self._last_clock = now
         sink.clock(now)
@@ -255,13 +260,11 @@ class SimRunner:
                 (now - self._next_joints) // self.joint_period_ns + 1)
             sink.joints(now, scene.joint_positions(), scene.joint_velocities(),
                         scene.joint_efforts())
-        if frame_due:
+        if self.worker is not None:
+            self._frame_to_worker(sink, now, frame_due)
+        elif frame_due:
             self._next_frame += self.camera_period_ns * (
                 (now - self._next_frame) // self.camera_period_ns + 1)
-            if self.worker is not None:
-                self._frame_sink = sink
-                self.frames += self.worker.submit(now)
-                return
             start = time.perf_counter()
             images = scene.render_all()
             self.render_s = [*self.render_s[-299:], time.perf_counter() - start]
@@ -269,3 +272,24 @@ class SimRunner:
             if self.config.gate == "frame":
                 self._waiting_frame = now
             sink.frame(now, images)
+
+    def _frame_to_worker(self, sink: Sink, now: int, due: bool) -> None:
+        """Render thread: a due frame goes to the worker; one due while it still renders is
+        owed and taken at the first step it is free (stamped then; the next one is due a
+        period later); a frame due while one is already owed replaces it (one frame lost)."""
+        assert self.worker is not None
+        if due:
+            self._next_frame += self.camera_period_ns * (
+                (now - self._next_frame) // self.camera_period_ns + 1)
+            if self.worker.busy:
+                self.frames_lost += self._frame_owed
+                self._frame_owed = True
+                return
+        elif not self._frame_owed or self.worker.busy:
+            return
+        else:  # the owed frame, late: keep at least a period to the next
+            self._next_frame = now + self.camera_period_ns
+        self._frame_sink = sink
+        self._frame_owed = False
+        if self.worker.submit(now):
+            self.frames += 1

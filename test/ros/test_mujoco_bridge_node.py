@@ -124,8 +124,7 @@ def test_publishes_images_joints_and_clock_with_consistent_stamps(harness):
                                                                           "front")
     assert image_to_rgb(msg).std() > 5
     periods = np.diff(front) / NS * 30  # 30 Hz of sim time, 2 ms steps; the render thread
-    k = np.round(periods)  # skips a frame due while it still renders the last one
-    assert np.all(k >= 1) and np.all(np.abs(periods - k) < 0.1), periods
+    assert np.all(periods > 0.9), periods  # takes a frame late if it was busy, never early
     js = h.joint_stamps()
     js = js[js <= newest]
     assert np.all(np.diff(js) == 10_000_000)  # 100 Hz
