@@ -40,6 +40,7 @@ from script_args import add_cpu_threads_argument
 from snapflow_ros.apps import demo
 from snapflow_ros.apps.closed_loop import wilson
 from snapflow_ros.cpu_threads import apply_cpu_threads
+from snapflow_ros.sim.robots import ROBOTS
 
 log = logging.getLogger("bench_fidelity")
 
@@ -70,23 +71,8 @@ class FidelityTask:
 
 def _so101_topic_map(out: Path) -> Path:
     """The SO-101 map with its front camera at 128x96 (the tiny policy pads it to a square
-    and resizes to 64) and the task's text."""
-    import yaml
-
-    from snapflow_ros.paths import config_path
-
-    data = yaml.safe_load(config_path("robots/so101_topic_map.yaml").read_text())
-    for cam in data["cameras"].values():
-        cam.update(height=96, width=128)
-    path = out / "topic_map.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _so101_scene() -> str:
-    from snapflow_ros.sim.robots import ROBOTS
-
-    return ROBOTS["so101"].scene()
+    and resizes to 64)."""
+    return demo.write_topic_map(out, "robots/so101_topic_map.yaml", 96, 128)
 
 
 #: The benchmark's tasks, in order. To add one, append a ``FidelityTask`` here: its name as the
@@ -100,7 +86,7 @@ TASKS: list[FidelityTask] = [
     # step 0/10, SnapFlow 1 (λ 1) 3/10
     FidelityTask("so101_pick_cube", full=Sizes(100, 3000, 1200),
                  mini=Sizes(2, 20, 6, episode_timeout_s=1.0), topic_map=_so101_topic_map,
-                 targets=("picked", "-"), scene=_so101_scene, balanced=False),
+                 targets=("picked", "-"), scene=ROBOTS["so101"].scene, balanced=False),
 ]
 
 #: name: (checkpoint, num_steps, label); checkpoint "teacher" or "student_<recipe>".

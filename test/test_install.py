@@ -49,7 +49,8 @@ def _check_libexec(prefix: Path, env: dict | None = None) -> None:
 def test_the_readme_install_puts_every_tool_where_ros2_run_looks():
     """``scripts/setup.sh`` (the README's install) links the console scripts into lib/."""
     if not (Path(sys.prefix) / "lib" / "snapflow_ros").exists() and sys.prefix == sys.base_prefix:
-        pytest.skip("not running in the venv that scripts/setup.sh made")
+        pytest.skip("not running in the venv that scripts/setup.sh made (no lib/snapflow_ros "
+                    "to check): run the suite through `make test`")
     _check_libexec(Path(sys.prefix))
     bin_dir = Path(sys.prefix) / "bin"
     assert all((bin_dir / path_name(tool)).is_file() for tool in TOOLS)
@@ -66,7 +67,8 @@ def test_colcon_build_puts_every_tool_where_ros2_run_looks(tmp_path):
                          capture_output=True, text=True, timeout=600)
     if pip.returncode != 0:
         if "No matching distribution" in pip.stderr or "connection" in pip.stderr.lower():
-            pytest.skip(f"colcon could not be installed from PyPI here: {pip.stderr[-300:]}")
+            pytest.skip(f"colcon could not be installed from PyPI (no index reachable: "
+                        f"nothing to build with): {pip.stderr[-300:]}")
         raise AssertionError(pip.stderr[-2000:])
     src = tmp_path / "src" / "snapflow_ros"
     src.parent.mkdir()

@@ -89,15 +89,23 @@ class DemoConfig:
                                  f"got {value}")
 
 
-def _demo_topic_map(out: Path) -> Path:
-    """The packaged topic map with 64x64 cameras (the tiny policy's native size)."""
-    data = yaml.safe_load(config_path("topic_map.yaml").read_text())
+def write_topic_map(out: Path, source: str, height: int, width: int,
+                    task_text: str | None = None) -> Path:
+    """``out/topic_map.yaml``: the packaged map ``source`` (under ``config/``) with every
+    camera at ``height`` x ``width`` and, if given, a fixed task text."""
+    data = yaml.safe_load(config_path(source).read_text())
     for cam in data["cameras"].values():
-        cam.update(height=64, width=64)
-    data["task"] = {"source": "fixed", "text": "reach one of the two targets", "topic": ""}
+        cam.update(height=height, width=width)
+    if task_text is not None:
+        data["task"] = {"source": "fixed", "text": task_text, "topic": ""}
     path = out / "topic_map.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _demo_topic_map(out: Path) -> Path:
+    """The packaged topic map with 64x64 cameras (the tiny policy's native size)."""
+    return write_topic_map(out, "topic_map.yaml", 64, 64, "reach one of the two targets")
 
 
 #: SnapFlow loss recipes the demo and ``scripts/bench_fidelity.py`` distil: name → (label,

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from snapflow_ros.cpu_threads import available_cores, resolve_cpu_threads
 
@@ -55,11 +56,9 @@ def test_bench_eager_runs_batches():
     assert report["batch_size"] == 2 and report["results"][0]["expert_passes_per_chunk"] == 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="a GPU is visible: --engine graph is valid here, nothing to refuse")
 def test_bench_engine_graph_on_cpu_names_the_fix():
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible here: graph is valid")
     out = _bench_cli("--engine", "graph", "--device", "cpu")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "needs a CUDA device" in out.stderr and "'compile' or 'eager'" in out.stderr
@@ -117,11 +116,9 @@ def test_bench_rejects_bad_arguments_in_one_line(bad, message):
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason="a GPU is visible: cuda:0 is a valid device here, nothing to refuse")
 def test_bench_refuses_a_gpu_that_is_not_there():
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is visible here: cuda:0 is a valid device")
     out = _bench_cli("--device", "cuda:0")
     assert out.returncode == 2 and "no CUDA GPU is visible" in out.stderr
     assert "Traceback" not in out.stderr
