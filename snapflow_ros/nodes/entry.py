@@ -33,6 +33,8 @@ def run_main(module: str, node: bool = True) -> int:
                   f"while stopping: {type(err).__name__}: {err}", file=sys.stderr)
         return 0 if node else 128 + sig
     finally:
+        if shutdown.received() is not None:
+            shutdown.forget_interrupt()  # a KeyboardInterrupt caught above or in main
         shutdown.finish()
 
 

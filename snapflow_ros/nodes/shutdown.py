@@ -28,7 +28,8 @@ Python-level handlers of SIGINT and SIGTERM:
   Python restores their default action (termination) while it finalises, and launch's signal
   landing there killed the node (exit -2) after a clean stop.
 
-``received()`` tells which signal, if any, arrived (a tool's exit code).
+``received()`` tells which signal, if any, arrived (a tool's exit code). ``forget_interrupt``
+undoes a CPython quirk that turned a clean stop under ``python -m`` into exit -2 (see there).
 """
 
 from __future__ import annotations
@@ -102,6 +103,21 @@ def finish() -> None:
     """
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def forget_interrupt() -> None:
+    """Clear CPython's "ended by an unhandled KeyboardInterrupt" mark after a signal stop.
+
+    CPython 3.11 sets that mark whenever a ``KeyboardInterrupt`` leaves code run by ``exec()``
+    of a string (``PyRun_String``), caught or not: ``dataclasses`` builds every ``__init__``
+    and ``__eq__`` that way, so a Ctrl-C landing in an import such as rosbags' type stores
+    sets it. ``Py_RunMain`` (``python -m``, ``python -c``) then re-raises SIGINT with the
+    default action after a clean finalisation: exit -2, no output, the node's own exit code
+    lost. The mark is reset at the start of every such ``exec``; one of an empty string does
+    exactly that, through public API only. Console scripts (``ros2 run``) end through
+    ``Py_Exit`` and never looked at the mark.
+    """
+    exec("")  # noqa: S102 - the reset described above, no code run
 
 
 def _in_executor(frame: Any) -> bool:

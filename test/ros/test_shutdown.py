@@ -298,6 +298,42 @@ def test_an_interrupt_swallowed_in_a_weakref_callback_is_delivered_again():
     assert "Exception ignored" not in proc.stderr
 
 
+_INTERRUPTED_EXEC = """
+import os, signal
+
+
+def main():
+    try:  # like a Ctrl-C in an import: dataclasses builds methods with exec()
+        exec("import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(5)")
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+{call}
+"""
+
+
+@pytest.mark.parametrize("through_entry", [True, False])
+def test_an_interrupt_caught_inside_exec_exits_0_not_by_sigint(through_entry, tmp_path):
+    """CPython 3.11 marks an interrupt that leaves ``exec()`` as unhandled even when it is
+    caught, and ``python -m``/``-c`` then end a clean stop with SIGINT (exit -2, no output):
+    ``record``'s Ctrl-C start-up test saw it in about 1 of 6 runs (rosbags' dataclasses).
+    The entry point clears the mark; plain code (the control) shows the quirk is real here."""
+    if through_entry:
+        (tmp_path / "interrupted_exec.py").write_text(_INTERRUPTED_EXEC.format(call=""))
+        # no sys.exit: SystemExit ends through Py_Exit, which never looks at the mark
+        code = "from snapflow_ros.nodes.entry import run_main; run_main('interrupted_exec')"
+    else:
+        code = _INTERRUPTED_EXEC.format(call="main()")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, preexec_fn=_default_sigint, env=env)
+    assert proc.stdout.strip() == "stopped", proc.stdout + proc.stderr
+    if through_entry:
+        assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    elif sys.version_info[:2] == (3, 11):
+        assert proc.returncode == -signal.SIGINT  # the quirk the entry point undoes
+
+
 @pytest.mark.parametrize("tool", ["mujoco_bridge", "record", "policy_node"])
 def test_ctrl_c_during_start_up_is_a_clean_exit(tool, tmp_path):
     """Ctrl-C (twice, as under ros2 launch) at points spread over imports, rclpy.init, node
@@ -307,9 +343,8 @@ def test_ctrl_c_during_start_up_is_a_clean_exit(tool, tmp_path):
     The delays count from the spawn. A Ctrl-C that lands while the interpreter itself still
     starts (``site``, before any of our code) is Python's own traceback; with
     PYTHONDONTWRITEBYTECODE=1 that start once took over 0.6 s for the policy node under load,
-    so its first point is 1 s. (Known open: counting from rclpy's load instead finds a
-    narrower window in ``record``'s start-up that ends it with exit -2 and no output in about
-    1 of 6 runs.)"""
+    so its first point is 1 s. A Ctrl-C inside ``exec()`` (dataclasses in an import) once ended
+    ``record`` with exit -2 and no output: see the test above."""
     args = {"mujoco_bridge": ["-p", "mode:=lockstep"],
             "record": ["-p", "autostart:=true", "-p", f"output_dir:={tmp_path}"],
             "policy_node": ["-p", "policy_path:=smolvla-tiny", "-p", "device:=cpu"]}[tool]
