@@ -117,7 +117,7 @@ def forget_interrupt() -> None:
     exactly that, through public API only. Console scripts (``ros2 run``) end through
     ``Py_Exit`` and never looked at the mark.
     """
-    exec("")  # noqa: S102 - the reset described above, no code run
+    exec("")  # the reset described above; no code runs
 
 
 def _in_executor(frame: Any) -> bool:
