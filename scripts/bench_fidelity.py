@@ -147,14 +147,45 @@ def build(task: FidelityTask, sizes: Sizes, out: Path, seed: int,
     return topic_map, checkpoints
 
 
+def demo_pairs(out: Path) -> list[tuple[int, int]]:
+    """(episode to target 0, episode to target 1) for each pair of demonstrations recorded
+    from one start state (``sim_demos --balanced``: consecutive episodes, one seed)."""
+    demos = [json.loads(line)
+             for line in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
+    pairs = []
+    for a, b in zip(demos[::2], demos[1::2], strict=False):
+        if a["seed"] == b["seed"] and {a["reached"], b["reached"]} == {0, 1}:
+            pairs.append((a["episode"], b["episode"]) if a["reached"] == 0
+                         else (b["episode"], a["episode"]))
+    return pairs
+
+
+def first_chunk_modes(out: Path, checkpoints: dict[str, Path],
+                      draws: int) -> dict[str, dict[str, float]]:
+    """``distill.mode_probe`` at the first frame of every demonstration pair, per method: do
+    its chunks pick a target or average the two? (training starts and the held-out one)"""
+    from snapflow_ros.distill import data
+    from snapflow_ros.distill.mode_probe import probe_pairs
+    from snapflow_ros.policies import load_policy
+
+    loaded = {key: load_policy(path) for key, path in checkpoints.items()}
+    teacher = loaded["teacher"]
+    dataset = data.open_dataset(out / "dataset", None, teacher.policy.config)
+    methods = {name: (loaded[which].policy, steps, "euler" if which == "teacher" else "snap")
+               for name, (which, steps, _) in METHODS.items() if which in loaded}
+    return probe_pairs(methods, teacher.preprocessor, dataset, demo_pairs(out), draws=draws)
+
+
 def _rate(count: int, n: int) -> dict[str, Any]:
     low, high = wilson(count, n)
     return {"rate": round(count / max(n, 1), 3), "ci95": [round(low, 3), round(high, 3)]}
 
 
 def method_entry(result: dict[str, Any], offline: dict[str, Any] | None,
-                 targets: tuple[str, str]) -> dict[str, Any]:
-    """One method's JSON entry from ``demo.run_methods``'s result and its offline metrics."""
+                 targets: tuple[str, str],
+                 first_chunk: dict[str, float] | None = None) -> dict[str, Any]:
+    """One method's JSON entry from ``demo.run_methods``'s result, its offline metrics and
+    its first-chunk mode probe (two-mode tasks)."""
     n = result["episodes"]
     failed = n - result["reached_a"] - result["reached_b"]
     return {
@@ -166,18 +197,20 @@ def method_entry(result: dict[str, Any], offline: dict[str, Any] | None,
                   "failed_elsewhere": _rate(failed - result["failed_between"], n)},
         "mean_time_s": result["mean_time_s"], "mean_wall_s": result["mean_wall_s"],
         "model_ms_p50": result["model_ms_p50"], "offline": offline,
-        "episodes_": result["episodes_"],
+        "first_chunk": first_chunk, "episodes_": result["episodes_"],
     }
 
 
 def rank_recipes(methods: dict[str, dict[str, Any]]) -> list[str]:
-    """The 1-NFE SnapFlow methods, best first: success rate, then the rarer mode's share
-    (both modes kept), then the offline P95 error."""
-    def key(name: str) -> tuple[float, float, float]:
+    """The 1-NFE SnapFlow methods, best first: success rate, then the share of first chunks
+    that average the two demonstrated ones (two-mode tasks; fewer is better), then the rarer
+    mode's share in closed loop (both modes kept), then the offline P95 error."""
+    def key(name: str) -> tuple[float, float, float, float]:
         m = methods[name]
         shares = [v["rate"] for k, v in m["modes"].items() if not k.startswith("failed")]
+        averaged = (m.get("first_chunk") or {}).get("between_share", 0.0)
         p95 = (m["offline"] or {}).get("p95_abs_err", float("inf"))
-        return -m["success"]["rate"], -min(shares), p95
+        return -m["success"]["rate"], averaged, -min(shares), p95
     return sorted((n for n in methods if n.startswith("snapflow_1_")), key=key)
 
 
@@ -193,11 +226,14 @@ def run_task(task: FidelityTask, args: argparse.Namespace) -> dict[str, Any]:
              args.episodes, args.first_seed, len(METHODS))
     results = demo.run_methods(out, topic_map, checkpoints, seeds, methods=METHODS,
                                task=task.name, episode_timeout_s=sizes.episode_timeout_s,
-                               cpu_threads=args.cpu_threads, scene=task.scene())
+                               cpu_threads=args.cpu_threads, scene=task.scene(),
+                               policy_params=_policy_params(args))
     evals = {r: json.loads((out / f"distill_{r}" / "eval.json").read_text())
              for r in demo.RECIPES}
+    probe = first_chunk_modes(out, checkpoints, draws=4 if args.mini else 32) \
+        if task.balanced else {}
     methods = {name: method_entry(results[name], evals[OFFLINE[name][0]].get(OFFLINE[name][1]),
-                                  task.targets) for name in METHODS}
+                                  task.targets, probe.get(name)) for name in METHODS}
     demos = [json.loads(line)
              for line in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
     return {"sizes": asdict(sizes), "dir": str(out),
@@ -209,9 +245,15 @@ def run_task(task: FidelityTask, args: argparse.Namespace) -> dict[str, Any]:
             "closed_loop_s": round(time.perf_counter() - built, 1)}
 
 
+def _policy_params(args: argparse.Namespace) -> dict[str, Any]:
+    """policy_node parameters that the command line sets for every method."""
+    return {"n_action_steps": args.n_action_steps} if args.n_action_steps else {}
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Per task: stacked shares per method (each target, failed between, failed elsewhere)
-    and the success rate's 95 % interval."""
+    """Per task: stacked shares per method (each target, failed between, failed elsewhere),
+    the success rate's 95 % interval and (two-mode tasks) the first-chunk probe's averaged
+    share."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,10 +275,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
         err = [[r - m["success"]["ci95"][0] for r, m in zip(rate, methods.values(), strict=True)],
                [m["success"]["ci95"][1] - r for r, m in zip(rate, methods.values(), strict=True)]]
         ax.errorbar(rate, labels, xerr=err, fmt="k|", capsize=3, label="success, 95 % CI")
+        if all(m.get("first_chunk") for m in methods.values()):
+            ax.plot([m["first_chunk"]["between_share"] for m in methods.values()], labels, "wD",
+                    markeredgecolor="k", label="first chunks averaged\n(offline probe)")
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
-        ax.set_title(f"{name}: {methods[next(iter(methods))]['episodes']} episodes per method",
-                     fontsize=9)
+        steps = report.get("n_action_steps") or "the policy's"
+        ax.set_title(f"{name}: {methods[next(iter(methods))]['episodes']} episodes per method, "
+                     f"{steps} steps of each chunk executed", fontsize=9)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     axes[-1, 0].set_xlabel("fraction of closed-loop episodes")
     fig.tight_layout()
@@ -245,13 +291,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def table(report: dict[str, Any]) -> str:
-    """A text table per task."""
+    """A text table per task; ``1st avg``: the share of first chunks nearer the midpoint of
+    the two demonstrated chunks than to either (two-mode tasks)."""
     lines = []
     for name, entry in report["tasks"].items():
         t = list(next(iter(entry["methods"].values()))["modes"])
         lines += ["", f"{name} (demos: {entry['demos']})",
                   f"{'method':<28}{'success (95% CI)':>20}{t[0]:>8}{t[1]:>8}{'between':>9}"
-                  f"{'sim s':>7}{'MSE':>9}{'P95':>7}"]
+                  f"{'sim s':>7}{'MSE':>9}{'P95':>7}{'1st avg':>9}"]
         for m in entry["methods"].values():
             s, off = m["success"], m["offline"] or {}
             mse, p95 = off.get("mse", float("nan")), off.get("p95_abs_err", float("nan"))
@@ -259,7 +306,8 @@ def table(report: dict[str, Any]) -> str:
                 f"{m['label']:<28}{s['rate']:>8.0%} ({s['ci95'][0]:.0%}-{s['ci95'][1]:.0%})"
                 f"{m['modes'][t[0]]['rate']:>8.0%}{m['modes'][t[1]]['rate']:>8.0%}"
                 f"{m['modes']['failed_between']['rate']:>9.0%}{m['mean_time_s']:>7.2f}"
-                f"{mse:>9.4f}{p95:>7.3f}")
+                f"{mse:>9.4f}{p95:>7.3f}"
+                + (f"{m['first_chunk']['between_share']:>9.0%}" if m.get("first_chunk") else ""))
         lines.append(f"1-NFE recipes ranked: {', '.join(entry['ranking_1nfe'])}")
     return "\n".join(lines)
 
@@ -275,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=None, choices=[t.name for t in TASKS],
                    help="run only these tasks (default: all)")
     p.add_argument("--overwrite", action="store_true", help="rebuild everything in --out")
+    p.add_argument("--n-action-steps", type=int, default=0,
+                   help="steps of each chunk executed before the next (policy_node's "
+                        "n_action_steps; 0: the policy's, 10 of 30); the chunk size (30) runs "
+                        "whole chunks open loop, where an averaged chunk cannot be corrected")
     add_cpu_threads_argument(p, reserved=1)
     args = p.parse_args(argv)
     args.episodes = args.episodes or (2 if args.mini else 60)
@@ -288,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": " ".join(["scripts/bench_fidelity.py", *(argv or sys.argv[1:])]),
         "mini": args.mini, "episodes": args.episodes, "first_seed": args.first_seed,
-        "seed": args.seed, "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
+        "seed": args.seed, "n_action_steps": args.n_action_steps, "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(v, 2) for v in load]},
         "tasks": {}}
     for task in TASKS:

@@ -183,11 +183,12 @@ def _train(out: Path, topic_map: Path, n: dict[str, int], seed: int, cpu_threads
 def run_methods(out: Path, topic_map: Path, checkpoints: dict[str, Path], seeds: Sequence[int],
                 *, methods: dict[str, tuple[str, int, str]] = METHODS, task: str = TASK,
                 episode_timeout_s: float = 0.0, cpu_threads: int = 0, engine: str = "auto",
-                scene: str = "") -> dict[str, Any]:
+                scene: str = "", policy_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Step 5: one closed-loop episode per seed for each of ``methods`` (name → (checkpoint
     key, num_steps, label)) whose checkpoint is in ``checkpoints``; node logs under
     ``out/logs``; ``engine``: the node's inference engine; ``scene``: the bridge's ("": the
-    packaged arm). Returns name → label, num_steps, ``closed_loop.summarize`` and the
+    packaged arm); ``policy_params``: more policy_node parameters for every method (e.g.
+    ``n_action_steps``). Returns name → label, num_steps, ``closed_loop.summarize`` and the
     episodes (``episodes_``)."""
     from snapflow_ros.apps.closed_loop import run_episodes, summarize
 
@@ -198,7 +199,8 @@ def run_methods(out: Path, topic_map: Path, checkpoints: dict[str, Path], seeds:
             continue
         runs = run_episodes(checkpoints[which], seeds, topic_map=str(topic_map), task=task,
                             episode_timeout_s=episode_timeout_s, desc=label,
-                            policy_params={"num_steps": steps, "device": "cpu"},
+                            policy_params={**(policy_params or {}), "num_steps": steps,
+                                           "device": "cpu"},
                             log_path=out / "logs" / f"policy_node_{name}.log",
                             cpu_threads=cpu_threads, engine=engine, scene=scene)
         report[name] = {"label": label, "num_steps": steps, **summarize(runs), "episodes_": runs}

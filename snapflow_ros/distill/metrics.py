@@ -60,13 +60,17 @@ def mode_metrics(actions: Tensor, modes: Tensor, truth: Tensor | None = None) ->
 
     Returns:
         ``nearest_mode``: mean over samples of min_k ‖a − m_k‖² / ‖(m_0 − m_1)/2‖²;
-        ``mode0_share``: fraction of samples nearer to mode 0; ``gt_mse`` when ``truth`` given.
+        ``mode0_share``: fraction of samples nearer to mode 0; ``between_share``: fraction
+        nearer to the modes' midpoint than to either mode (an averaged chunk); ``gt_mse`` when
+        ``truth`` given.
     """
     dist = (actions[:, None] - modes).pow(2).sum((2, 3))
     half_gap = ((modes[:, 0] - modes[:, 1]) / 2).pow(2).sum((1, 2))
+    to_mid = (actions - modes.mean(1)).pow(2).sum((1, 2))
     out = {
         "nearest_mode": (dist.min(1).values / half_gap).mean().item(),
         "mode0_share": (dist.argmin(1) == 0).float().mean().item(),
+        "between_share": (to_mid < dist.min(1).values).float().mean().item(),
     }
     if truth is not None:
         out["gt_mse"] = (actions - truth).pow(2).mean().item()

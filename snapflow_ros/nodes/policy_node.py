@@ -111,6 +111,8 @@ class PolicyNode(LifecycleNode):
         where = "own process" if hasattr(self.runner, "info") else "node process"
         self.get_logger().info(f"configured: {len(tm.cameras)} cameras, "
                                f"{len(tm.action_names)} action joints at {self._rate(tm):g} Hz; "
+                               f"{self.engine.scheduler.n_action_steps} steps of each "
+                               f"{self.runner.chunk_size}-step chunk executed; "
                                f"model in its {where}")
         return TransitionCallbackReturn.SUCCESS
 

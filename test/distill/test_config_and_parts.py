@@ -218,7 +218,8 @@ def test_chunk_metrics_on_known_cases():
 def test_mode_metrics_score_the_mean_as_one_and_a_mode_as_zero():
     modes = torch.stack([torch.ones(4, 2, 3), -torch.ones(4, 2, 3)], 1)  # (N=4, 2, H, A)
     mean = mode_metrics(torch.zeros(4, 2, 3), modes)
-    assert mean["nearest_mode"] == pytest.approx(1.0)
+    assert mean["nearest_mode"] == pytest.approx(1.0) and mean["between_share"] == 1.0
     picks = torch.stack([torch.ones(2, 3), -torch.ones(2, 3)] * 2)
     exact = mode_metrics(picks, modes, truth=picks)
-    assert exact == {"nearest_mode": 0.0, "mode0_share": 0.5, "gt_mse": 0.0}
+    assert exact == {"nearest_mode": 0.0, "mode0_share": 0.5, "between_share": 0.0,
+                     "gt_mse": 0.0}

@@ -39,6 +39,12 @@ def test_mini_benchmark_reports_every_method_with_ordered_intervals(tmp_path):
     for task_name, task in report["tasks"].items():
         _check_task(task_name, task)
     assert report["tasks"]["so101_pick_cube"]["demos"]["episodes"] == 2  # no pairs: one mode
+    for name, m in report["tasks"]["reach_two_fixed_targets"]["methods"].items():
+        probe = m["first_chunk"]  # the mode probe at the one pair's first frame, 4 draws
+        assert probe["pairs"] == 1 and probe["draws"] == 4, name
+        assert 0.0 <= probe["between_share"] <= 1.0, name
+    assert all(m["first_chunk"] is None
+               for m in report["tasks"]["so101_pick_cube"]["methods"].values())
     assert (out / "fidelity.png").stat().st_size > 1000
     assert "SnapFlow 1, λ 0.1 (paper)" in run.stdout
 
@@ -46,11 +52,15 @@ def test_mini_benchmark_reports_every_method_with_ordered_intervals(tmp_path):
     task = report["tasks"]["reach_two_fixed_targets"]
     teacher = out / task["dir"].split("/")[-1] / "teacher" / "model.safetensors"
     before = teacher.stat().st_mtime_ns
+    # Whole chunks executed open loop (n_action_steps = the chunk size).
     again = _bench(out, "--episodes", "1", "--first-seed", "7", "--tasks",
-                   "reach_two_fixed_targets")
+                   "reach_two_fixed_targets", "--n-action-steps", "30")
     assert again.returncode == 0, again.stderr[-4000:]
     assert "reusing the teacher" in again.stderr and teacher.stat().st_mtime_ns == before
-    assert json.loads((out / "fidelity.json").read_text())["episodes"] == 1
+    second = json.loads((out / "fidelity.json").read_text())
+    assert second["episodes"] == 1 and second["n_action_steps"] == 30
+    log = (out / "reach_two_fixed_targets" / "logs" / "policy_node_teacher_10.log").read_text()
+    assert "30 steps of each 30-step chunk executed" in log, log[-2000:]
 
 
 def _check_task(task_name, task):
