@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": " ".join(["scripts/bench_fidelity.py", *(argv or sys.argv[1:])]),
         "mini": args.mini, "episodes": args.episodes, "first_seed": args.first_seed,
-        "seed": args.seed, "n_action_steps": args.n_action_steps, "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
+        "seed": args.seed, "n_action_steps": args.n_action_steps,
+        "cpu_threads": {"requested": args.cpu_threads, "resolved": threads},
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(v, 2) for v in load]},
         "tasks": {}}
     for task in TASKS:
