@@ -57,13 +57,16 @@ class ExpertNode(Node):
     while it runs): the lock-stepped bridge then holds sim time at the frame after that one
     until the next reset, however long the bag takes to write (the next episode starts at the
     same sim time on a busy machine as on a quiet one), and every topic, joint states at
-    their own rate too, has published past the end."""
+    their own rate too, has published past the end. ``holding()`` tells when the bridge has
+    taken that last answer and published the frame it holds at: only then is the next reset
+    at a sim time that load cannot change."""
 
     def __init__(self, topic_map: TopicMap, episode_end: Callable[[], int | None] = lambda: None,
                  **kwargs: object) -> None:
         super().__init__("scripted_expert", **kwargs)  # type: ignore[arg-type]
         self.episode_end = episode_end
         self.answered_end = False
+        self.end_frame_ns: int | None = None  # the frame at or after the end that we answered
         self.names = topic_map.action_names
         self.period_s = 1.0 / topic_map.fps
         self.plan: JointPlan | None = None
@@ -76,6 +79,7 @@ class ExpertNode(Node):
         """Follow ``plan`` from sim time ``start_ns`` (None: stop answering); answers a frame
         of the new episode that arrived before the plan did."""
         self.plan, self.start_ns, self.answered_end = plan, start_ns, False
+        self.end_frame_ns = None
         if plan is not None and self.last_frame_ns >= start_ns:
             self._answer(self.last_frame_ns)
 
@@ -85,13 +89,17 @@ class ExpertNode(Node):
         if self.plan is not None and stamp >= self.start_ns:
             self._answer(stamp)
 
+    def holding(self) -> bool:
+        """The end's frame was answered and a later frame (where the bridge holds) arrived."""
+        return self.end_frame_ns is not None and self.last_frame_ns > self.end_frame_ns
+
     def _answer(self, stamp: int) -> None:
         assert self.plan is not None
         end = self.episode_end()
         if end is not None and stamp >= end:
             if self.answered_end:
                 return
-            self.answered_end = True
+            self.answered_end, self.end_frame_ns = True, stamp
         q = self.plan((stamp - self.start_ns) / NS + self.period_s)
         cmd = JointState(name=list(self.names), position=q.tolist())
         fill_stamp(cmd.header.stamp, stamp)
@@ -251,8 +259,10 @@ def _record_episode(graph: _Graph, planner: Planner, index: int, seed: int,
     _spin_until(executor, lambda: env.status.done, wall_timeout_s, "the episode end")
     final = env.status
     recorder.end_ns = final.end_ns  # before any message of this spin is written
-    _spin_until(executor, lambda: recorder.caught_up(final.end_ns), wall_timeout_s,
-                "the last messages")
+    # the bridge must also have taken the answer to the end's frame (and hold at the next):
+    # a reset racing that answer started the next episode one frame earlier on a quiet machine
+    _spin_until(executor, lambda: recorder.caught_up(final.end_ns) and graph.expert.holding(),
+                wall_timeout_s, "the last messages")
     counts = recorder.finish(final.to_json(), final.end_ns)
     log.info("episode %d seed %d: %s, target %d, %.2f s", index, final.seed,
              "success" if final.success else final.reason, final.reached, final.time_s)

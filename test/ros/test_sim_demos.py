@@ -151,8 +151,10 @@ def test_bridge_episodes_drive_the_recorder(tmp_path):
 def test_the_same_seed_gives_byte_identical_bags_on_a_busy_machine(tmp_path):
     """Load used to leak into the bags: topics were written in arrival order, and the sim ran
     on between episodes while a bag was written (the next episode started at a later sim time,
-    so every stamp differed). Two recordings of the same two episodes, the second beside a busy
-    process on every core, must be the same bytes."""
+    so every stamp differed), and the reset raced the bridge's taking of the expert's last
+    answer (on a quiet machine the next episode mostly started a frame earlier). Two recordings
+    of the same two episodes, the second beside a busy process on every core, must be the same
+    bytes."""
     import os
     import subprocess
     import sys
