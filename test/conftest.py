@@ -47,3 +47,22 @@ def _scheduling_policy_unchanged():
         after = current_policy()
     assert after == before, (f"the test changed the process's scheduling policy {before} -> "
                              f"{after} (restored); wrap the call in keep_scheduling_policy()")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """A tool's ``main`` run in-process configures root logging onto the stream pytest
+    captured for that test; later tests then logged into a closed file ("--- Logging error
+    ---" tracebacks in the output). Each test's root handlers and level are put back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
