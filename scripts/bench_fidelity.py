@@ -269,6 +269,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         left = [0.0] * len(methods)
         for key, color in zip(next(iter(methods.values()))["modes"], colors, strict=True):
             share = [m["modes"][key]["rate"] for m in methods.values()]
+            if not any(share):
+                continue  # e.g. the second target and "failed between" of a one-mode task
             ax.barh(labels, share, left=left, color=color, label=key.replace("_", " "))
             left = [a + b for a, b in zip(left, share, strict=True)]
         rate = [m["success"]["rate"] for m in methods.values()]
@@ -280,9 +282,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
                     markeredgecolor="k", label="first chunks averaged\n(offline probe)")
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
-        steps = report.get("n_action_steps") or "the policy's"
-        ax.set_title(f"{name}: {methods[next(iter(methods))]['episodes']} episodes per method, "
-                     f"{steps} steps of each chunk executed", fontsize=9)
+        steps = report.get("n_action_steps")
+        ax.set_title(f"{name}: {methods[next(iter(methods))]['episodes']} episodes per method"
+                     + (f", {steps} steps of each chunk executed" if steps else ""), fontsize=9)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     axes[-1, 0].set_xlabel("fraction of closed-loop episodes")
     fig.tight_layout()
