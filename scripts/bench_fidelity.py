@@ -12,11 +12,13 @@ more episodes only runs the closed loop); ``--overwrite`` starts from scratch.
 
 Writes ``OUT/fidelity.json`` (per task and method: success rate with its 95 % Wilson interval,
 the share of episodes that reached each target with its interval, failures that ended between
-the targets, mean episode time, the offline metrics; the 1-NFE recipes ranked) and
-``OUT/fidelity.png``. A full run of the reach task (60 episodes per method) took 13.6 min on
-our 2 cores while other jobs loaded them (load average 3.5-5.4; build 9.2 min, closed loop
-4.4 min; ``wall_s``, ``build_s``, ``closed_loop_s`` in the JSON); ``--mini`` is a miniature
-end-to-end run (tiny everything, 2 episodes) for CI: 1.8-3.9 min here, loaded.
+the targets, mean episode time, the offline metrics, on two-mode tasks the first-chunk mode
+probe of ``distill/mode_probe.py``; the 1-NFE recipes ranked) and ``OUT/fidelity.png``. Full
+runs (60 episodes per method) on our 2 cores: the reach task 10.4 min on a quiet machine (build
+7.7 min, closed loop 2.7 min), the SO-101 pick 52.6 min, partly loaded (build 19.1 min, closed
+loop 33.5 min: failed picks run to the 6 s limit); ``wall_s``, ``build_s``, ``closed_loop_s``
+in the JSON. ``--mini`` is a miniature end-to-end run (tiny everything, 2 episodes) for CI:
+2-4 min here.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ TASKS: list[FidelityTask] = [
                                        demo.FULL["distill_steps"]),
                  mini=Sizes(3, 20, 6, episode_timeout_s=1.0), targets=("left", "right")),
     # LeRobot's SO-101 picking a cube it must find in the front camera (one mode); 100 demos
-    # and 3000 teacher steps: a first 10-episode probe gave teacher 10 steps 6/10, naive 1
-    # step 0/10, SnapFlow 1 (λ 1) 3/10
+    # and 3000 teacher steps: 60 episodes gave teacher 10 steps 25 %, naive 1 step 7 %,
+    # SnapFlow 1 18-28 % (README)
     FidelityTask("so101_pick_cube", full=Sizes(100, 3000, 1200),
                  mini=Sizes(2, 20, 6, episode_timeout_s=1.0), topic_map=_so101_topic_map,
                  targets=("picked", "-"), scene=ROBOTS["so101"].scene, balanced=False),
