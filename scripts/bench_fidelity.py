@@ -199,7 +199,8 @@ def method_entry(result: dict[str, Any], offline: dict[str, Any] | None,
                   "failed_elsewhere": _rate(failed - result["failed_between"], n)},
         "mean_time_s": result["mean_time_s"], "mean_wall_s": result["mean_wall_s"],
         "model_ms_p50": result["model_ms_p50"], "offline": offline,
-        "first_chunk": first_chunk, "episodes_": result["episodes_"],
+        "first_chunk": first_chunk, "failures_got_to": result.get("failures_got_to") or None,
+        "episodes_": result["episodes_"],
     }
 
 
@@ -312,6 +313,10 @@ def table(report: dict[str, Any]) -> str:
                 f"{m['modes']['failed_between']['rate']:>9.0%}{m['mean_time_s']:>7.2f}"
                 f"{mse:>9.4f}{p95:>7.3f}"
                 + (f"{m['first_chunk']['between_share']:>9.0%}" if m.get("first_chunk") else ""))
+        for m in entry["methods"].values():
+            if m.get("failures_got_to"):  # how far failed picks got
+                lines.append(f"  {m['label']}: failures got to "
+                             + ", ".join(f"{k} {v}" for k, v in m["failures_got_to"].items()))
         lines.append(f"1-NFE recipes ranked: {', '.join(entry['ranking_1nfe'])}")
     return "\n".join(lines)
 

