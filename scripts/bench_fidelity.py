@@ -84,8 +84,8 @@ TASKS: list[FidelityTask] = [
                                        demo.FULL["distill_steps"]),
                  mini=Sizes(3, 20, 6, episode_timeout_s=1.0), targets=("left", "right")),
     # LeRobot's SO-101 picking a cube it must find in the front camera (one mode); 100 demos
-    # and 3000 teacher steps: 60 episodes gave teacher 10 steps 25 %, naive 1 step 7 %,
-    # SnapFlow 1 18-28 % (README)
+    # and 3000 teacher steps: two runs of 60 episodes gave teacher 10 steps 25 % and 17 %,
+    # naive 1 step 7 % and 10 %, SnapFlow 1 17-28 % (README)
     FidelityTask("so101_pick_cube", full=Sizes(100, 3000, 1200),
                  mini=Sizes(2, 20, 6, episode_timeout_s=1.0), topic_map=_so101_topic_map,
                  targets=("picked", "-"), scene=ROBOTS["so101"].scene, balanced=False),
