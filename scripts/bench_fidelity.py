@@ -149,11 +149,16 @@ def build(task: FidelityTask, sizes: Sizes, out: Path, seed: int,
     return topic_map, checkpoints
 
 
+def _demos(out: Path) -> list[dict[str, Any]]:
+    """The task's demonstrations, one summary each (``sim_demos``' ``episodes.jsonl``)."""
+    return [json.loads(line)
+            for line in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
+
+
 def demo_pairs(out: Path) -> list[tuple[int, int]]:
     """(episode to target 0, episode to target 1) for each pair of demonstrations recorded
     from one start state (``sim_demos --balanced``: consecutive episodes, one seed)."""
-    demos = [json.loads(line)
-             for line in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
+    demos = _demos(out)
     pairs = []
     for a, b in zip(demos[::2], demos[1::2], strict=False):
         if a["seed"] == b["seed"] and {a["reached"], b["reached"]} == {0, 1}:
@@ -237,8 +242,7 @@ def run_task(task: FidelityTask, args: argparse.Namespace) -> dict[str, Any]:
         if task.balanced else {}
     methods = {name: method_entry(results[name], evals[OFFLINE[name][0]].get(OFFLINE[name][1]),
                                   task.targets, probe.get(name)) for name in METHODS}
-    demos = [json.loads(line)
-             for line in (out / "bags" / "episodes.jsonl").read_text().splitlines()]
+    demos = _demos(out)
     return {"sizes": asdict(sizes), "dir": str(out),
             "demos": {task.targets[0]: sum(d["reached"] == 0 for d in demos),
                       task.targets[1]: sum(d["reached"] == 1 for d in demos),

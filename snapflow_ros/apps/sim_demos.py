@@ -65,7 +65,6 @@ class ExpertNode(Node):
                  **kwargs: object) -> None:
         super().__init__("scripted_expert", **kwargs)  # type: ignore[arg-type]
         self.episode_end = episode_end
-        self.answered_end = False
         self.end_frame_ns: int | None = None  # the frame at or after the end that we answered
         self.names = topic_map.action_names
         self.period_s = 1.0 / topic_map.fps
@@ -78,8 +77,7 @@ class ExpertNode(Node):
     def start(self, plan: JointPlan | None, start_ns: int) -> None:
         """Follow ``plan`` from sim time ``start_ns`` (None: stop answering); answers a frame
         of the new episode that arrived before the plan did."""
-        self.plan, self.start_ns, self.answered_end = plan, start_ns, False
-        self.end_frame_ns = None
+        self.plan, self.start_ns, self.end_frame_ns = plan, start_ns, None
         if plan is not None and self.last_frame_ns >= start_ns:
             self._answer(self.last_frame_ns)
 
@@ -97,9 +95,9 @@ class ExpertNode(Node):
         assert self.plan is not None
         end = self.episode_end()
         if end is not None and stamp >= end:
-            if self.answered_end:
+            if self.end_frame_ns is not None:
                 return
-            self.answered_end, self.end_frame_ns = True, stamp
+            self.end_frame_ns = stamp
         q = self.plan((stamp - self.start_ns) / NS + self.period_s)
         cmd = JointState(name=list(self.names), position=q.tolist())
         fill_stamp(cmd.header.stamp, stamp)

@@ -52,13 +52,14 @@ def probe_pairs(methods: dict[str, tuple[Any, int, str]], preprocessor: Any, dat
     gen = torch.Generator().manual_seed(seed)
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in methods}
     modes = []
-    for ep0, ep1 in pairs:
-        item0, item1 = (dataset[i] for i in first_frames(dataset, (ep0, ep1)))
+    firsts = first_frames(dataset, [ep for pair in pairs for ep in pair])
+    noise_source = next(iter(methods.values()))[0]
+    for i0, i1 in zip(firsts[::2], firsts[1::2], strict=True):
+        item0, item1 = dataset[i0], dataset[i1]
         batch = preprocessor(torch.utils.data.default_collate([item0] * draws))
         pair_modes = preprocessor(torch.utils.data.default_collate([item0, item1]))["action"]
         modes.append(pair_modes.float().cpu()[None].expand(draws, -1, -1, -1))
-        policy0 = next(iter(methods.values()))[0]
-        noise = policy0.noise_like(draws, gen)
+        noise = noise_source.noise_like(draws, gen)
         for name, (policy, steps, sampler) in methods.items():
             pred = policy.predict_action_chunk(batch, noise=noise, num_steps=steps,
                                                sampler=sampler)

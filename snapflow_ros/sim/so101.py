@@ -143,11 +143,11 @@ class PickCube:
         info["gap_m"] = round(gap if info["gap_m"] is None else min(info["gap_m"], gap), 4)
         held = lift > c.lift and gap < c.near
         self._held = self._held + self._dt if held else 0.0
-        stage = 0 if info["gap_m"] >= c.near else 1 if info["lift_m"] <= c.lift else 2
         if self._held >= c.hold_s - 1e-9:
             self.state.success, self.state.reached = True, 0
-            stage = 3
-        info["got_to"] = self.STAGES[max(stage, self.STAGES.index(info["got_to"]))]
+        # gap_m and lift_m are running extremes, so the stage never goes back
+        info["got_to"] = self.STAGES[3 if self.state.success else 0 if info["gap_m"] >= c.near
+                                     else 1 if info["lift_m"] <= c.lift else 2]
 
 
 def _grasp_offset(model: mujoco.MjModel, site: int, pads: list[int], gripper: int) -> np.ndarray:
