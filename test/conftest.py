@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -25,6 +26,41 @@ def pytest_configure(config):
     if "hub" not in markexpr.replace("not hub", ""):
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+_FIRST_DOMAIN = int(os.environ["ROS_DOMAIN_ID"])
+_tests = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _own_ros_domain(monkeypatch):
+    """Each test in a ROS domain of its own (1-100, in turn from the run's), claimed with a
+    lock file so that test runs side by side on one machine never share one.
+
+    No test then discovers the participants of an earlier test's killed node processes: until
+    their lease expires (~20 s) Fast DDS 3.2 sends them heartbeats and then reaps them, and a
+    timer callback that runs while this process deletes a reader can deadlock the delete
+    (eProsima/Fast-DDS#6502, #6193); the delete holds the GIL, so pytest-timeout cannot fire
+    (CI hung 600 s in a policy-node teardown). Module fixtures finish their ROS work in set-up.
+    """
+    import fcntl
+
+    for _ in range(100):
+        domain = 1 + (_FIRST_DOMAIN + next(_tests)) % 100
+        lock = open(os.path.join(tempfile.gettempdir(),  # noqa: SIM115 (held for the test)
+                                 f"snapflow_ros_test_domain_{domain}.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+        try:
+            yield domain
+        finally:
+            lock.close()  # releases the claim
+        return
+    pytest.fail("ROS domains 1-100 are all claimed by other test runs on this machine")
 
 
 @pytest.fixture

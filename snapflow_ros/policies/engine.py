@@ -200,9 +200,11 @@ class StaticEngine:
         if mode == "compile":
             import torch._inductor.config as inductor_config
 
-            # inductor's compile workers: the threads this process was given (cpu_threads),
-            # not every core of the machine
-            inductor_config.compile_threads = max(1, torch.get_num_threads())
+            # Compile in this process: inductor's parallel compile starts a worker subprocess
+            # with a process pool, which can block ``async_compile.wait`` for good in
+            # containers (pytorch#121197; our CI hung 600 s there, holding the GIL past
+            # pytest's timeout) and would put more processes beside the robot's drivers.
+            inductor_config.compile_threads = 1
             self._encode = torch.compile(policy.encode_prefix, dynamic=False)
             self._velocity = torch.compile(policy.velocity, dynamic=False)
         self._graphs: dict[int, StepGraph] = {}
