@@ -200,10 +200,10 @@ class StaticEngine:
         if mode == "compile":
             import torch._inductor.config as inductor_config
 
-            # Compile in this process: inductor's parallel compile starts a worker subprocess
-            # with a process pool, which can block ``async_compile.wait`` for good in
-            # containers (pytorch#121197; our CI hung 600 s there, holding the GIL past
-            # pytest's timeout) and would put more processes beside the robot's drivers.
+            # One kernel at a time, in this process: parallel compile starts a pool of
+            # workers (threads for C++ kernels; a sidecar process pool for Triton ones, which
+            # stays up until exit and can hang in containers: pytorch#121197) beside the
+            # robot's drivers. Compiling happens once, at configure time.
             inductor_config.compile_threads = 1
             self._encode = torch.compile(policy.encode_prefix, dynamic=False)
             self._velocity = torch.compile(policy.velocity, dynamic=False)
