@@ -40,6 +40,7 @@ from snapflow_ros.conversions.joints import JointConversionError, JointOrder
 from snapflow_ros.conversions.stamps import NS
 from snapflow_ros.conversions.trajectory import chunk_to_trajectory
 from snapflow_ros.nodes.clock_loop import ClockLoop, JumpSignal
+from snapflow_ros.nodes.lifecycle_cleanup import destroy_lifecycle_state_machine
 from snapflow_ros.nodes.params import ParameterError, declare, help_requested, updated, usage
 from snapflow_ros.nodes.policy_node_params import PolicyNodeParams
 from snapflow_ros.runtime.engine import BadInput, ChunkEngine, ChunkResult, Decoded, EngineSettings
@@ -175,6 +176,7 @@ class PolicyNode(LifecycleNode):
         if getattr(self, "_jumps", None) is not None:  # None: __init__ failed before it
             self._jumps.close()
         super().destroy_node()
+        destroy_lifecycle_state_machine(self)  # else the node outlives this call (rclpy 9)
 
     def _stop_control(self) -> None:
         if self._control is not None:
