@@ -64,7 +64,14 @@ def _same_rows(a, b, video):
         assert x["task"] == y["task"]
         for key in KEYS:
             diff = (x[key] - y[key]).abs().max().item() * 255
-            assert diff <= (1 if video else 0), (i, key, diff)
+            assert diff <= (1 if video else 0), (i, key, diff, _nearest_frames(a, b, i, key))
+
+
+def _nearest_frames(a, b, i, key):
+    """For a failure report: the frames of ``b`` near ``i`` that ``a[i]`` differs least from
+    (a shifted frame, or a frame of neither)."""
+    near = range(max(0, i - 2), min(len(b), i + 3))
+    return {j: round((a[i][key] - b[j][key]).abs().max().item() * 255, 1) for j in near}
 
 
 @pytest.mark.parametrize("video", [False, True])
