@@ -381,9 +381,19 @@ class PolicyNode(LifecycleNode):
         self._publish("debug_command" if dry_run else "command", msg)
 
     def _publish(self, key: str, msg: Any) -> None:
-        pub = self._pubs.get(key)
-        if pub is not None and self.context.ok():
+        self._send(self._pubs.get(key), msg)
+
+    def _send(self, pub: Any, msg: Any) -> None:
+        """Publish unless the node is stopping. A stop shuts the context down from another
+        thread and can land between the check and the publish (rclpy then raises "publisher's
+        context is invalid"): that message is dropped; any other error is raised."""
+        if pub is None or not self.context.ok():
+            return
+        try:
             pub.publish(msg)
+        except Exception:
+            if self.context.ok():
+                raise
 
     def _fail(self, message: str) -> None:
         self._error, self._state = message, "error"
@@ -413,8 +423,7 @@ class PolicyNode(LifecycleNode):
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        if self.context.ok():
-            self._diag_pub.publish(array)
+        self._send(self._diag_pub, array)
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         """Validate the whole change first; apply it only if every part is valid (atomic)."""

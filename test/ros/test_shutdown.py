@@ -35,6 +35,7 @@ from rclpy.executors import SingleThreadedExecutor
 from trajectory_msgs.msg import JointTrajectory
 
 from snapflow_ros.nodes.entry import _caused_by_the_stop
+from snapflow_ros.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT_S = 1.0
@@ -392,3 +393,34 @@ def test_lockstep_bridge_and_policy_node_pair_stop_together():
         executor.shutdown()
         peer.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_a_stop_that_lands_during_a_publish_drops_the_command_without_an_error(harness):
+    """A stop shuts the context down from another thread (the signal handler's); a command the
+    control thread is publishing at that moment is dropped, not raised (it once killed the
+    control thread with "publisher's context is invalid" in a fresh-clone run). Several tries:
+    the stop must land inside the publish, which takes a good part of each loop."""
+    from sensor_msgs.msg import JointState
+
+    for _ in range(8):
+        h = harness()
+        h.activate()  # the node's publishers exist from here
+        h.executor.shutdown(timeout_sec=5.0)  # the spin thread ends before the context does
+        h.thread.join(5.0)
+        msg = JointState(name=[f"joint{i}" for i in range(1, 7)], position=[0.0] * 6)
+        errors, sent = [], []
+
+        def publish_until_stopped(h=h, msg=msg, errors=errors, sent=sent):
+            try:
+                while h.ctx.ok():
+                    h.node._publish("command", msg)
+                    sent.append(1)
+            except Exception as err:  # the failure this test is about
+                errors.append(err)
+
+        thread = threading.Thread(target=publish_until_stopped)
+        thread.start()
+        wait_until(lambda sent=sent: len(sent) > 100, 10.0, "commands published")
+        h.ctx.try_shutdown()
+        thread.join(5.0)
+        assert not thread.is_alive() and not errors, errors
