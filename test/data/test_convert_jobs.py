@@ -68,8 +68,8 @@ def _same_rows(a, b, video):
 
 
 def _nearest_frames(a, b, i, key):
-    """For a failure report: the frames of ``b`` near ``i`` that ``a[i]`` differs least from
-    (a shifted frame, or a frame of neither)."""
+    """For a failure report: how much ``a[i]`` differs from each frame of ``b`` near ``i``
+    (0-1 for one of them: a shifted frame; more for all: a frame of neither)."""
     near = range(max(0, i - 2), min(len(b), i + 3))
     return {j: round((a[i][key] - b[j][key]).abs().max().item() * 255, 1) for j in near}
 
