@@ -400,6 +400,7 @@ def test_a_stop_that_lands_during_a_publish_drops_the_command_without_an_error(h
     control thread is publishing at that moment is dropped, not raised (it once killed the
     control thread with "publisher's context is invalid" in a fresh-clone run). Several tries:
     the stop must land inside the publish, which takes a good part of each loop."""
+    from policy_harness import JOINTS
     from sensor_msgs.msg import JointState
 
     for _ in range(8):
@@ -407,7 +408,7 @@ def test_a_stop_that_lands_during_a_publish_drops_the_command_without_an_error(h
         h.activate()  # the node's publishers exist from here
         h.executor.shutdown(timeout_sec=5.0)  # the spin thread ends before the context does
         h.thread.join(5.0)
-        msg = JointState(name=[f"joint{i}" for i in range(1, 7)], position=[0.0] * 6)
+        msg = JointState(name=JOINTS, position=[0.0] * 6)
         errors, sent = [], []
 
         def publish_until_stopped(h=h, msg=msg, errors=errors, sent=sent):
