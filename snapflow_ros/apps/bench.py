@@ -142,8 +142,9 @@ def _engine_names(args: BenchConfig, device: str) -> list[str]:
     """The engines to time: ``--engine``, or eager and the engine with ``--compare``."""
     if not args.compare:
         return [args.engine]
-    if args.engine == "auto":  # the fastest candidate: a graph on CUDA, compiled on CPU
-        return ["eager", "graph" if torch.device(device).type == "cuda" else "compile"]
+    if args.engine == "auto":  # the fastest candidate: a graph on CUDA (auto: static if the
+        # capture fails, with a warning), compiled on CPU
+        return ["eager", "auto" if torch.device(device).type == "cuda" else "compile"]
     return ["eager", resolve_engine(args.engine, device)]
 
 

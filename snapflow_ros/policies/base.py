@@ -202,6 +202,11 @@ class SnapFlowPolicy(nn.Module):
     def encode_prefix(self, batch: dict[str, Any]) -> Prefix:
         raise NotImplementedError
 
+    def sync_free(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which the forward pass makes no host sync (the static engines run their
+        step in it: a CUDA graph capture refuses syncs). Default: the forward has none."""
+        return contextlib.nullcontext()
+
     def expert_pass(self, prefix: Any, x: Tensor, t: Tensor) -> Tensor:
         """lerobot's denoise step over the cached prefix; φ is added inside (``target_time``)."""
         raise NotImplementedError

@@ -106,21 +106,38 @@ class StepGraph:
         self.replays = 0
 
     def capture(self, step: Callable[[], None], warmup: int = 2) -> None:
-        """Warm ``step`` up and capture it (with ``HostConstants`` across both)."""
+        """Warm ``step`` up, check it, capture it (with ``HostConstants`` across all three).
+
+        The check runs one more step with ``torch.cuda.set_sync_debug_mode("error")``: a step
+        that syncs the host raises a RuntimeError there, before a capture that would fail
+        half-way and leave the stream and the allocator in a capture state. The current
+        stream is restored whatever happens.
+        """
         constants = HostConstants(self.device)
+        current = torch.cuda.current_stream(self.device)
         side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            with constants:  # the first call records the host constants
+        side.wait_stream(current)
+        try:
+            with torch.cuda.stream(side):
+                with constants:  # the first call records the host constants
+                    step()
+                for _ in range(max(0, warmup - 1)):
+                    step()
+                mode = torch.cuda.get_sync_debug_mode()
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    with constants.replay():
+                        step()
+                finally:
+                    torch.cuda.set_sync_debug_mode(mode)
+            current.wait_stream(side)
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            with constants.replay(), torch.cuda.graph(graph):
                 step()
-            for _ in range(max(0, warmup - 1)):
-                step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        graph = torch.cuda.CUDAGraph()
-        with constants.replay(), torch.cuda.graph(graph):
-            step()
-        torch.cuda.synchronize(self.device)
+            torch.cuda.synchronize(self.device)
+        finally:
+            torch.cuda.set_stream(current)
         self._constants = constants  # the recorded device tensors must outlive the graph
         self.graph = graph
         self.captures += 1

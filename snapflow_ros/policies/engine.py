@@ -110,12 +110,19 @@ class EagerEngine:
             return out[0].detach().to("cpu", torch.float64).numpy()
 
 
+def blank_inputs(image_shapes: dict[str, tuple[int, int]],
+                 state_dim: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Black (H, W, 3) uint8 images by camera and a zero state (S,)."""
+    return ({n: np.zeros((h, w, 3), np.uint8) for n, (h, w) in image_shapes.items()},
+            np.zeros(state_dim))
+
+
 def blank_run(engine: Any, image_shapes: dict[str, tuple[int, int]], iterations: int,
               task: str) -> None:
     """``iterations`` chunks on black images and a zero state."""
-    images = {n: np.zeros((h, w, 3), np.uint8) for n, (h, w) in image_shapes.items()}
+    images, state = blank_inputs(image_shapes, engine.policy.state_dim)
     for _ in range(iterations):
-        engine.predict(images, np.zeros(engine.policy.state_dim), task)
+        engine.predict(images, state, task)
 
 
 def _host_preprocessor(loaded: LoadedPolicy) -> Any:
@@ -232,12 +239,15 @@ class StaticEngine:
 
     def prepare(self, image_shapes: dict[str, tuple[int, int]], warmup: int = 2,
                 task: str = "warm up") -> None:
-        """Allocate the buffers for these (H, W) camera sizes, warm up (compiles), capture."""
+        """Allocate the buffers for these (H, W) camera sizes, capture (graph: it warms up
+        first), then ``warmup`` chunks (compiles; a graph replays)."""
         self._allocate(image_shapes, task)
         self.prepares += 1
-        blank_run(self, image_shapes, max(1, warmup), task)
         if self.name == "graph":
+            images, state = blank_inputs(image_shapes, self.policy.state_dim)
+            self._load_inputs(images, state, task, None)
             self._capture(self.num_steps, warmup)
+        blank_run(self, image_shapes, max(1, warmup), task)
 
     def _capture(self, num_steps: int, warmup: int = 2) -> None:
         graph = StepGraph(self.device)
@@ -295,7 +305,7 @@ class StaticEngine:
     def _step(self, num_steps: int, timer: StageTimer | None = None) -> None:
         """Static buffers in, ``self._out`` written: images → prefix → sampler → unnormalise."""
         stage = timer.stage if timer else (lambda name: contextlib.nullcontext())
-        with stage("prefix"):
+        with stage("prefix"), self.policy.sync_free():
             batch: dict[str, Any] = {
                 IMAGE_PREFIX + n: im.permute(0, 3, 1, 2).float().div(255.0)
                 for n, im in self._images.items()}

@@ -28,6 +28,7 @@ SnapFlow checkpoints); ``sampler="euler"`` is the teacher's Euler loop with s = 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,13 @@ class SnapFlowSmolVLA(SnapFlowPolicy):
             fill_kv_cache=True,
         )
         return SmolVLAPrefix(pad_masks, kv_cache)
+
+    def sync_free(self) -> contextlib.AbstractContextManager[None]:
+        """transformers' SmolVLM vision tower syncs twice per image; this routes the images
+        through ``smolvla_vision.embed_image`` (identical results, no sync) for the block."""
+        from snapflow_ros.policies.smolvla_vision import sync_free_images
+
+        return sync_free_images(self)
 
     # -- checkpoint I/O ------------------------------------------------------------------
 

@@ -35,9 +35,13 @@ def _runner(name, engine, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["smolvla-tiny", "pi0-tiny", "pi05-tiny"])
-def test_graph_matches_static_and_eager_in_bf16(name):
-    eager, static, graph = (_runner(name, e) for e in ("eager", "static", "graph"))
+def test_graph_matches_static_and_eager_in_bf16(name, caplog):
+    eager, static = (_runner(name, e) for e in ("eager", "static"))
+    with caplog.at_level("INFO", logger="snapflow_ros.policies.cuda_graph"):
+        graph = _runner(name, "graph")
     assert graph.engine_name == "graph" and graph.engine.captures == 1
+    captured = [r for r in caplog.records if r.getMessage().startswith("captured a CUDA graph")]
+    assert len(captured) == 1, "preparing the engine captured more than once"
     for seed, steps in ((0, 1), (1, 10)):
         images, state = _inputs(eager, seed)
         for runner in (eager, static, graph):
