@@ -50,9 +50,9 @@ def test_the_sync_detector_sees_what_transformers_smolvlm_tower_does():
 
 
 @pytest.mark.parametrize("name", ["smolvla-tiny", "pi0-tiny", "pi05-tiny"])
-@pytest.mark.parametrize("steps", [1, 2])
-def test_the_static_step_makes_no_host_sync(name, steps):
-    runner = PolicyRunner.load(name, engine="static", seed=0, num_steps=steps)
+@pytest.mark.parametrize(("steps", "dtype"), [(1, "float32"), (2, "float32"), (2, "bfloat16")])
+def test_the_static_step_makes_no_host_sync(name, steps, dtype):
+    runner = PolicyRunner.load(name, engine="static", seed=0, num_steps=steps, dtype=dtype)
     runner.warmup(1)
     with HostSyncs() as syncs:
         runner.engine._step(steps)
