@@ -83,10 +83,6 @@ def _plan(dry: bool, py: str) -> dict[str, tuple[list[str], float]]:
     }
 
 
-def _text(data: str | bytes | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-
-
 def _missing(name: str) -> dict[str, Any] | None:
     """A failed step if a module it needs is not installed (checked before spending minutes)."""
     import importlib.util
@@ -115,8 +111,8 @@ def _run(name: str, cmd: list[str], limit: float) -> dict[str, Any]:
         stdout, stderr = proc.communicate()
         return {"ok": False, "seconds": round(time.monotonic() - t0, 1),
                 "error": f"timed out after {limit:.0f} s; its last output:\n"
-                         + (_text(stderr) or _text(stdout))[-2000:],
-                "stdout": _text(stdout)}
+                         + (stderr or stdout)[-2000:],
+                "stdout": stdout}
     step = {"ok": proc.returncode == 0, "rc": proc.returncode,
             "seconds": round(time.monotonic() - t0, 1)}
     if proc.returncode != 0:

@@ -1,6 +1,7 @@
 """``scripts/gpu_bench.sh --dry-run``: the prepared GPU benchmark's steps on CPU with the tiny
 models; the JSON file has every section, with finite numbers (not their values)."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -10,6 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _finite(value):
@@ -71,11 +80,7 @@ def test_steps_runs_only_the_chosen_steps_and_names_unknown_ones(tmp_path):
 
 
 def test_the_gpu_wheel_list_is_pinned_and_covers_lerobot_and_every_ros_requirement():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_wheels
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    gpu_wheels = _script("gpu_wheels")
     listed = gpu_wheels.parts(gpu_wheels.LIST.read_text())
     assert set(listed) == {"core", "ros"}
     pinned = gpu_wheels.pins((ROOT / "constraints.txt").read_text())
@@ -93,11 +98,7 @@ def test_the_gpu_wheel_list_is_pinned_and_covers_lerobot_and_every_ros_requireme
 
 
 def test_a_step_whose_module_is_missing_fails_at_once_naming_the_wheel_part(monkeypatch):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_bench
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    gpu_bench = _script("gpu_bench")
     assert gpu_bench._missing("node_bench") is None  # this venv has lerobot and rclpy
     monkeypatch.setitem(gpu_bench.NEEDS, "node_bench", ["lerobot", "rclpy_not_here"])
     monkeypatch.setitem(gpu_bench.WHEEL_PART, "rclpy_not_here", ".whl/ros")
