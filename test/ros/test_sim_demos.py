@@ -177,32 +177,42 @@ def test_the_same_seed_gives_byte_identical_bags_on_a_busy_machine(tmp_path):
         assert same, rel
 
 
-def test_so101_pick_demos_record_and_convert(tmp_path, capsys):
-    """``sim_demos --robot so101``: the SO-101 pick expert through the bridge, one bag per
-    episode, every episode a success; bag_to_lerobot makes a dataset with the arm's 6 joints
-    and the scene's camera."""
+@pytest.mark.parametrize("robot, cameras", [("so101", ["front"]),
+                                             ("so101_wrist", ["front", "wrist"])])
+def test_so101_pick_demos_record_and_convert(robot, cameras, tmp_path, capsys, monkeypatch):
+    """``sim_demos --robot so101`` (and ``so101_wrist``: the generated scene with a wrist
+    camera, written to the cache directory): the SO-101 pick expert through the bridge, one
+    bag per episode, every episode a success; bag_to_lerobot makes a dataset with the arm's 6
+    joints and the robot's cameras."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from snapflow_ros.data.bag_to_lerobot import ConvertConfig, convert
-    from snapflow_ros.paths import config_path
+    from snapflow_ros.sim.robots import ROBOTS
 
-    out, ns = tmp_path / "so101", f"/t{uuid.uuid4().hex[:8]}"
-    assert main(["--robot", "so101", "--episodes", "2", "--seed", "11", "--out", str(out),
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out, ns = tmp_path / robot, f"/t{uuid.uuid4().hex[:8]}"
+    assert main(["--robot", robot, "--episodes", "2", "--seed", "11", "--out", str(out),
                  "--namespace", ns]) == 0
     assert "2/2 successful" in capsys.readouterr().err
+    made = (tmp_path / "cache" / "snapflow_ros" / "so101" / "pick_scene_wrist.xml").is_file()
+    assert made == (robot == "so101_wrist")
     lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     assert [x["success"] for x in lines] == [True, True]
     status = json.loads(_read(out / lines[0]["bag"])[f"{ns}/episode/status"][0][1].data)
     assert status["info"]["lift_m"] > 0.03 and status["reached"] == 0
-    tm = load_topic_map(config_path("robots/so101_topic_map.yaml"))
+    tm = load_topic_map(ROBOTS[robot].topic_map())
     convert(ConvertConfig(bags=[out], output=tmp_path / "dataset", topic_map=tm, namespace=ns,
                           video=False))
-    dataset = LeRobotDataset("local/so101", root=tmp_path / "dataset")
+    dataset = LeRobotDataset(f"local/{robot}", root=tmp_path / "dataset")
     assert dataset.num_episodes == 2 and dataset.num_frames > 150  # ~3.5 s each at 30 fps
     item = dataset[dataset.num_frames - 1]  # the end of a pick: the gripper closed on the cube
     assert item["observation.state"].shape == (6,) and item["action"].shape == (6,)
     assert 0.3 < float(item["observation.state"][5]) < 0.6  # the cube holds the jaws apart
-    assert item["observation.images.front"].shape == (3, 240, 320)
+    images = {k.removeprefix("observation.images."): v for k, v in item.items()
+              if k.startswith("observation.images.")}
+    assert sorted(images) == sorted(cameras)
+    for name, image in images.items():
+        assert image.shape == (3, 240, 320) and float(image.std()) > 0.02, name
 
 
 def test_sim_demos_refuses_a_task_of_another_robot(tmp_path, capsys):

