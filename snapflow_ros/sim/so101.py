@@ -124,8 +124,12 @@ def wrist_scene_path(cache_dir: str | Path | None = None,
     robot_out = cache / f"{robot_file.stem}_wrist.xml"
     include.set("file", robot_out.name)
     path = cache / f"{source.stem}_wrist.xml"
-    for out, root in ((robot_out, robot), (path, scene)):
-        _write_if_changed(out, ET.tostring(root, encoding="unicode") + "\n")
+    try:
+        for out, root in ((robot_out, robot), (path, scene)):
+            _write_if_changed(out, ET.tostring(root, encoding="unicode") + "\n")
+    except OSError as err:
+        raise SceneError(f"cannot write the SO-101 scene with the wrist camera to {cache}: "
+                         f"{err}; set XDG_CACHE_HOME to a writable directory") from err
     return path
 
 

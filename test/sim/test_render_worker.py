@@ -120,5 +120,8 @@ def test_a_frame_due_while_the_thread_is_busy_is_taken_late_not_dropped(scene):
         runner.worker.wait_idle(5)
     finally:
         runner.close()
-    assert len(sink.frames) >= 0.85 * sim_s / 0.045, (len(sink.frames), sim_s)
-    assert np.all(np.diff(sink.frames) >= 1e9 / 30 - 2e6)  # never less than a period apart
+    # taken late: ~40-45 ms between frames; dropped: 67 ms. The median, so that one stall of
+    # a loaded machine (seen: 330 ms before the second frame) does not decide it.
+    gaps = np.diff(sink.frames) / 1e9
+    assert len(gaps) >= 0.5 * sim_s / 0.045 and np.median(gaps) < 0.055, (gaps, sim_s)
+    assert np.all(gaps >= 1 / 30 - 2e-3)  # never less than a period apart
