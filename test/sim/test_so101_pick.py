@@ -158,7 +158,7 @@ def test_the_wrist_camera_scene_is_the_pick_scene_plus_one_camera_on_the_gripper
     assert load_model(wrist_scene_path(tmp_path)).ncam == wrist.ncam
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(SceneError, match="cannot write .* set XDG_CACHE_HOME to a writable"):
+    with pytest.raises(SceneError, match=r"cannot write .* set XDG_CACHE_HOME to a writable"):
         wrist_scene_path(blocker / "cache")  # a directory below a file: nothing is written
     with pytest.raises(SceneError, match="body 'gripper' with its site 'gripperframe'"):
         wrist_camera_pose(load_model(None), WristCamera())  # the packaged arm has neither
