@@ -93,6 +93,9 @@ class BenchConfig:
     # node's inference_cpus; empty: not pinned)
     inference_cpus: list[int] = field(default_factory=list)
     n_action_steps: int = 10  # chunk steps executed per chunk
+    # the node's replan_lead_steps: chunk steps left when the next chunk is requested (0: auto,
+    # from the measured latency)
+    replan_lead_steps: int = 0
     standalone_reps: int = 50  # timed chunks of the standalone model timing
     quick: bool = False  # allow --seconds under 30 (smoke tests; numbers not meaningful)
 

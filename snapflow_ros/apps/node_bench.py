@@ -117,6 +117,7 @@ class NodeBenchConfig:
     cpu_threads: int = 0  # 0 = auto (cores - 1), as the node and `bench` resolve it
     inference_cpus: tuple[int, ...] = ()  # the node's inference_cpus (empty: not pinned)
     n_action_steps: int = 10
+    replan_lead_steps: int = 0  # the node's (0: auto, from the measured latency)
     standalone_reps: int = 50
     standalone_warmup: int = 5
     device: str = "cpu"
@@ -131,6 +132,9 @@ class NodeBenchConfig:
             raise ValueError("--seconds must be > 0, --warmup-seconds and --idle-seconds >= 0")
         if self.load < 0:
             raise ValueError(f"--load must be >= 0, got {self.load}")
+        if self.replan_lead_steps < 0:
+            raise ValueError(f"--replan-lead-steps must be >= 0 (0 = auto), got "
+                             f"{self.replan_lead_steps}")
         if self.standalone_reps < 1 or self.rate_hz <= 0:
             raise ValueError("--standalone-reps must be >= 1 and --rate > 0")
         parse_size(self.camera_size)
@@ -145,6 +149,7 @@ def configs_from_args(args: Any) -> list[NodeBenchConfig]:
         policy=args.policy, seconds=args.seconds, warmup_s=args.warmup_seconds,
         idle_s=args.idle_seconds, rate_hz=args.rate, camera_size=size, load=load,
         cpu_threads=args.cpu_threads, n_action_steps=args.n_action_steps,
+        replan_lead_steps=getattr(args, "replan_lead_steps", 0),
         inference_cpus=tuple(getattr(args, "inference_cpus", ()) or ()),
         standalone_reps=args.standalone_reps, device=device,
         engine=getattr(args, "engine", "auto"), quick=args.quick)
@@ -657,7 +662,8 @@ def _node_figures(win: _Window) -> dict[str, Any]:
                               "message": diag1.get("_message"),
                               "num_steps": diag1.get("num_steps"),
                               "engine": diag1.get("engine"),
-                              "inference": diag1.get("inference")},
+                              "inference": diag1.get("inference"),
+                              "replan_lead_steps": diag1.get("replan_lead_steps")},
     }
 
 
@@ -668,8 +674,8 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
     params: dict[str, Any] = {
         "policy_path": cfg.policy, "topic_map": str(tmp / "topic_map.yaml"),
         "device": cfg.device, "engine": cfg.engine, "control_rate_hz": cfg.rate_hz,
-        "n_action_steps": cfg.n_action_steps, "cpu_threads": threads,
-        "diagnostics_period_s": 0.5}
+        "n_action_steps": cfg.n_action_steps, "replan_lead_steps": cfg.replan_lead_steps,
+        "cpu_threads": threads, "diagnostics_period_s": 0.5}
     if cfg.inference_cpus:
         params["inference_cpus"] = list(cfg.inference_cpus)
     node = NodeProcess(policy_node_command(ns, params), tmp / "policy_node.log")

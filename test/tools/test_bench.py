@@ -137,7 +137,8 @@ def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
 
     out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", "--node", "--quick",
                           "--seconds", "3", "--warmup-seconds", "1", "--idle-seconds", "1",
-                          "--load", "1", "--standalone-reps", "5"],
+                          "--load", "1", "--standalone-reps", "5",
+                          "--replan-lead-steps", "2"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)  # stdout holds exactly one JSON object
@@ -150,6 +151,9 @@ def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
     cfg = run["config"]
     assert cfg["camera_size"] == "224x224" and cfg["load"] == 1 and cfg["seconds"] == 3.0
     assert cfg["threads"] == resolve_cpu_threads(0, reserved=1) and cfg["cameras"] == 2
+    # a fixed replan lead reaches the node (its /diagnostics report the lead in use)
+    assert cfg["replan_lead_steps"] == 2
+    assert float(run["node_state_at_end"]["replan_lead_steps"]) == 2
 
     # raw samples from the measured window only (warm-up chunks are not in it)
     assert run["chunks_received"] > 0 and run["commands_received"] > 0
@@ -213,9 +217,12 @@ def test_bench_node_runs_and_camera_sizes():
     assert all(c.seconds == 30.0 and c.warmup_s == 5.0 and c.device == "cpu" for c in matrix)
     one = configs_from_args(cfg("--node", "--camera-size", "640X480", "--load", "2"))
     assert [(c.camera_size, c.load) for c in one] == [("640x480", 2)]
+    assert all(c.replan_lead_steps == 0 for c in one + matrix)  # 0: the node's auto lead
     assert parse_size("640x480") == (480, 640)  # (height, width)
     with pytest.raises(ConfigError, match="camera size must be WIDTHxHEIGHT"):
         cfg("--node", "--camera-size", "640")
+    with pytest.raises(ValueError, match="--replan-lead-steps must be >= 0"):
+        configs_from_args(cfg("--node", "--replan-lead-steps", "-1"))
 
 
 def test_fastdds_large_image_profile_is_packaged():
