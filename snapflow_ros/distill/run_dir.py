@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from snapflow_ros.atomic import write_text_atomic
 from snapflow_ros.distill.config import (
     RUN_CONFIG,
     DistillConfig,
@@ -107,21 +107,15 @@ def start_run_dir(run_dir: Path, config: DistillConfig, *, resume_step: int | No
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = dataclasses.replace(config, resume=False, overwrite=False, stop_after=None)
-    _write_atomic(run_dir / RUN_CONFIG, dump_config(stored))
+    write_text_atomic(run_dir / RUN_CONFIG, dump_config(stored))
     log = run_dir / LOG_FILE
     if resume_step is not None and log.is_file():
         kept = [line for line in log.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        _write_atomic(log, "".join(f"{line}\n" for line in kept))
+        write_text_atomic(log, "".join(f"{line}\n" for line in kept))
 
 
 def append_log(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one JSON line to ``log.jsonl``."""
     with open(run_dir / LOG_FILE, "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

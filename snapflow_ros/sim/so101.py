@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from snapflow_ros.atomic import write_text_atomic
 from snapflow_ros.sim.expert import DOWN, IKError, JointPlan, solve_ik
 from snapflow_ros.sim.scene import Scene, SceneError
 from snapflow_ros.sim.tasks import TaskState
@@ -126,21 +126,13 @@ def wrist_scene_path(cache_dir: str | Path | None = None,
     path = cache / f"{source.stem}_wrist.xml"
     try:
         for out, root in ((robot_out, robot), (path, scene)):
-            _write_if_changed(out, ET.tostring(root, encoding="unicode") + "\n")
+            text = ET.tostring(root, encoding="unicode") + "\n"
+            if not (out.is_file() and out.read_text() == text):
+                write_text_atomic(out, text)
     except OSError as err:
         raise SceneError(f"cannot write the SO-101 scene with the wrist camera to {cache}: "
                          f"{err}; set XDG_CACHE_HOME to a writable directory") from err
     return path
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if path.is_file() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 @dataclass(frozen=True)
