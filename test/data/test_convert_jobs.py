@@ -1,6 +1,7 @@
 """``--jobs N`` gives the serial conversion's dataset (issue 11, speed): the same frames and
-episodes in bag order, the same statistics up to float rounding; and the direct video encoder
-gives lerobot's own image statistics (the same sampled frames) without writing PNGs."""
+episodes in bag order (video frames: the same image up to the encoder's noise, VIDEO_NOISE), the
+same statistics up to float rounding; and the direct video encoder gives lerobot's own image
+statistics (the same sampled frames) without writing PNGs."""
 
 from __future__ import annotations
 
@@ -56,22 +57,45 @@ def _same_stats(a, b, rtol=1e-6, atol=1e-6):
 
 def _same_rows(a, b, video):
     assert len(a) == len(b) and a.num_episodes == b.num_episodes
-    for i in range(len(a)):
-        x, y = a[i], b[i]
+    a, b = [a[i] for i in range(len(a))], [b[i] for i in range(len(b))]  # decoded once
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
         for key in ("episode_index", "frame_index", "index", "timestamp", "task_index",
                     "observation.state", "action"):
             assert np.array_equal(np.asarray(x[key]), np.asarray(y[key])), (i, key)
         assert x["task"] == y["task"]
         for key in KEYS:
-            diff = (x[key] - y[key]).abs().max().item() * 255
-            assert diff <= (1 if video else 0), (i, key, diff, _nearest_frames(a, b, i, key))
+            if video:
+                _same_video_frame(a, b, i, key)
+            else:  # PNGs are lossless
+                assert (x[key] - y[key]).abs().max().item() == 0, (i, key)
 
 
-def _nearest_frames(a, b, i, key):
-    """For a failure report: how much ``a[i]`` differs from each frame of ``b`` near ``i``
-    (0-1 for one of them: a shifted frame; more for all: a frame of neither)."""
+# Two encodings of the same frames are not always bit-identical: under load, about one
+# conversion in ten re-encodes one GOP (two frames) differently (measured 2026-12-02: up to 14
+# levels in one pixel, 2.0-3.0 levels on average over the frame; the packets differ although
+# the input arrays are identical, copied or not; not reproduced by re-encoding the same frames
+# outside the converter). bagkit's images of neighbouring messages differ by 7.3 levels on
+# average or more.
+VIDEO_NOISE = 6.0
+
+
+def _mean_levels(u, v) -> float:
+    return (u - v).abs().mean().item() * 255
+
+
+def _same_video_frame(a, b, i, key):
+    """``b[i]`` shows ``a[i]``'s frame (``a``, ``b``: lists of decoded items): within the
+    encoder's noise of it, and closer to it than ``b``'s neighbouring frames are, wherever those
+    show another image."""
     near = range(max(0, i - 2), min(len(b), i + 3))
-    return {j: round((a[i][key] - b[j][key]).abs().max().item() * 255, 1) for j in near}
+    mine = a[i][key]
+    report = {j: (round(_mean_levels(mine, b[j][key]), 2),
+                  round((mine - b[j][key]).abs().max().item() * 255, 1)) for j in near}
+    same = _mean_levels(mine, b[i][key])
+    assert same <= VIDEO_NOISE, (i, key, "mean/max levels from b's frames:", report)
+    for j in near:
+        if j != i and _mean_levels(mine, a[j][key]) > VIDEO_NOISE:  # another image
+            assert same < _mean_levels(mine, b[j][key]), (i, key, "closer to frame", j, report)
 
 
 @pytest.mark.parametrize("video", [False, True])
