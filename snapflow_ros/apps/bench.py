@@ -96,6 +96,9 @@ class BenchConfig:
     # the node's replan_lead_steps: chunk steps left when the next chunk is requested (0: auto,
     # from the measured latency)
     replan_lead_steps: int = 0
+    # the node's overrun_steps: steps past n_action_steps while the next chunk is late (-1: as
+    # many as n_action_steps, 0: none)
+    overrun_steps: int = -1
     standalone_reps: int = 50  # timed chunks of the standalone model timing
     quick: bool = False  # allow --seconds under 30 (smoke tests; numbers not meaningful)
 

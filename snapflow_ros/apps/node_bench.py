@@ -118,6 +118,7 @@ class NodeBenchConfig:
     inference_cpus: tuple[int, ...] = ()  # the node's inference_cpus (empty: not pinned)
     n_action_steps: int = 10
     replan_lead_steps: int = 0  # the node's (0: auto, from the measured latency)
+    overrun_steps: int = -1  # the node's (-1: as many as n_action_steps, 0: none)
     standalone_reps: int = 50
     standalone_warmup: int = 5
     device: str = "cpu"
@@ -135,6 +136,9 @@ class NodeBenchConfig:
         if self.replan_lead_steps < 0:
             raise ValueError(f"--replan-lead-steps must be >= 0 (0 = auto), got "
                              f"{self.replan_lead_steps}")
+        if self.overrun_steps < -1:
+            raise ValueError(f"--overrun-steps must be >= -1 (-1 = n_action_steps), got "
+                             f"{self.overrun_steps}")
         if self.standalone_reps < 1 or self.rate_hz <= 0:
             raise ValueError("--standalone-reps must be >= 1 and --rate > 0")
         parse_size(self.camera_size)
@@ -150,6 +154,7 @@ def configs_from_args(args: Any) -> list[NodeBenchConfig]:
         idle_s=args.idle_seconds, rate_hz=args.rate, camera_size=size, load=load,
         cpu_threads=args.cpu_threads, n_action_steps=args.n_action_steps,
         replan_lead_steps=getattr(args, "replan_lead_steps", 0),
+        overrun_steps=getattr(args, "overrun_steps", -1),
         inference_cpus=tuple(getattr(args, "inference_cpus", ()) or ()),
         standalone_reps=args.standalone_reps, device=device,
         engine=getattr(args, "engine", "auto"), quick=args.quick)
@@ -644,8 +649,8 @@ def _node_figures(win: _Window) -> dict[str, Any]:
     rolling_keys = ("model", "preprocess", "prefix", "expert", "postprocess", "node_overhead",
                     "obs_age_at_start", "obs_to_chunk")
     counters = ("chunks", "chunks_on_frame", "chunks_on_deadline", "commands", "starved_ticks",
-                "skipped_steps", "late_chunks", "waits", "errors", "hold_missing", "hold_stale",
-                "hold_skew", "hold_bad_input")
+                "overrun_ticks", "skipped_steps", "late_chunks", "waits", "errors",
+                "hold_missing", "hold_stale", "hold_skew", "hold_bad_input")
     return {
         "node_rolling_ms": {
             "note": (f"the node's /diagnostics percentiles over its last {ROLLING_WINDOW} chunks "
@@ -663,7 +668,8 @@ def _node_figures(win: _Window) -> dict[str, Any]:
                               "num_steps": diag1.get("num_steps"),
                               "engine": diag1.get("engine"),
                               "inference": diag1.get("inference"),
-                              "replan_lead_steps": diag1.get("replan_lead_steps")},
+                              "replan_lead_steps": diag1.get("replan_lead_steps"),
+                              "overrun_steps": diag1.get("overrun_steps")},
     }
 
 
@@ -675,6 +681,7 @@ def _node_part(cfg: NodeBenchConfig, threads: int, ns: str, tmp: Path) -> dict[s
         "policy_path": cfg.policy, "topic_map": str(tmp / "topic_map.yaml"),
         "device": cfg.device, "engine": cfg.engine, "control_rate_hz": cfg.rate_hz,
         "n_action_steps": cfg.n_action_steps, "replan_lead_steps": cfg.replan_lead_steps,
+        "overrun_steps": cfg.overrun_steps,
         "cpu_threads": threads, "diagnostics_period_s": 0.5}
     if cfg.inference_cpus:
         params["inference_cpus"] = list(cfg.inference_cpus)
@@ -849,11 +856,17 @@ def run_matrix(configs: list[NodeBenchConfig]) -> dict[str, Any]:
     }
 
 
+def _overrun(run: dict[str, Any]) -> str:
+    """Commands sent past n_action_steps in the window (the node's counter), as text."""
+    value = run.get("node_counters_window", {}).get("overrun_ticks")
+    return "-" if value is None else f"{value:.0f}"
+
+
 def table(report: dict[str, Any]) -> str:
     """A compact text table of the runs (stderr)."""
     head = (f"{'camera':>8} {'load':>4} {'chunks':>6} {'model node':>10} {'standalone':>10} "
             f"{'ratio':>5} {'cam>chunk p50':>13} {'p99':>7} {'tick p99':>8} {'timer err':>9} "
-            f"{'no cmd':>6} {'cpu':>5} {'idle':>5} {'targets':>7}")
+            f"{'no cmd':>6} {'overrun':>7} {'cpu':>5} {'idle':>5} {'targets':>7}")
     lines = [head]
     for r in report["runs"]:
         cam = r["camera_stamp_to_chunk_received_ms"]
@@ -863,7 +876,7 @@ def table(report: dict[str, Any]) -> str:
             f"{r['model_in_node_over_standalone']:>5.2f} {cam['p50']:>11.1f}ms "
             f"{cam['p99']:>5.1f}ms {r['tick_period_ms']['p99']:>6.1f}ms "
             f"{r['tick_timer_error_ms']['p99']:>7.2f}ms {r['ticks_without_command']:>6} "
-            f"{r['cpu_window']['total_cores']:>5.2f} "
+            f"{_overrun(r):>7} {r['cpu_window']['total_cores']:>5.2f} "
             f"{r['cpu_idle'].get('total_cores', float('nan')):>5.2f} "
             f"{'pass' if r['targets']['all_pass'] else 'FAIL':>7}")
     for c in report["load_comparison"]:

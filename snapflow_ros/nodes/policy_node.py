@@ -221,7 +221,7 @@ class PolicyNode(LifecycleNode):
             future_tolerance_ns=int(p.future_tolerance_s * NS),
             n_action_steps=p.n_action_steps or self.runner.n_action_steps,
             replan_lead_steps=p.replan_lead_steps, blend_steps=p.blend_steps,
-            max_abs_state=p.max_abs_state)
+            max_abs_state=p.max_abs_state, overrun_steps=p.overrun_steps)
 
     def _create_interfaces(self, tm: TopicMap) -> None:
         for cam in tm.cameras:
@@ -415,6 +415,7 @@ class PolicyNode(LifecycleNode):
                       last_rejection=self._last_rejection)
         if self.engine is not None:
             values["replan_lead_steps"] = self.engine.scheduler.replan_lead_steps
+            values["overrun_steps"] = self.engine.scheduler.overrun_steps
         if self.runner is not None:
             values["num_steps"] = self.runner.num_steps
             values["engine"] = getattr(self.runner, "engine_name", "")

@@ -51,6 +51,11 @@ class PolicyNodeParams:
     replan_lead_steps: int = field(default=0, metadata={
         "help": "request the next chunk when this many executable steps are left; 0 = auto "
                 "(the measured inference latency p90 plus one period)", "min": 0, "max": 1000})
+    overrun_steps: int = field(default=-1, metadata={
+        "help": "while the next chunk is late (not while holding), keep executing the current "
+                "chunk's own predicted steps past n_action_steps for up to this many steps "
+                "(never past its end); -1 = as many as n_action_steps, 0 = stop and wait",
+        "min": -1, "max": 1000})
     blend_steps: int = field(default=0, metadata={
         "help": "cross-fade overlapping chunks over this many steps (0 = switch at once)",
         "min": 0, "max": 1000})

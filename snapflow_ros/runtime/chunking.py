@@ -11,6 +11,11 @@ point it is reached at ``time_from_start = (i+1)·dt`` (ros2_control's positions
 convention). A newer chunk replaces the current one; with ``blend_steps`` > 0 the command
 cross-fades from the old chunk to the new over that many periods. When the current chunk has
 ``replan_lead_steps`` or fewer executable steps left, a new one is due.
+
+When the next chunk is late but coming (``command(..., overrun=True)``: the caller is not
+holding), the current chunk runs on past ``n_action_steps`` for up to ``overrun_steps`` more of
+its own predicted steps (never past its end): a slow inference delays the new plan instead of
+stopping the commands.
 """
 
 from __future__ import annotations
@@ -36,28 +41,33 @@ class ChunkScheduler:
     """Which action to command at time ``now`` given the chunks received so far."""
 
     def __init__(self, dt_ns: int, n_action_steps: int, *, blend_steps: int = 0,
-                 replan_lead_steps: int = 1) -> None:
-        self.check(dt_ns, n_action_steps, blend_steps, replan_lead_steps)
+                 replan_lead_steps: int = 1, overrun_steps: int = 0) -> None:
+        self.check(dt_ns, n_action_steps, blend_steps, replan_lead_steps, overrun_steps)
         self.dt_ns = int(dt_ns)
-        self.configure(n_action_steps, blend_steps, replan_lead_steps)
+        self.configure(n_action_steps, blend_steps, replan_lead_steps, overrun_steps)
         self.current: ActionChunk | None = None
         self._previous: ActionChunk | None = None
         self._adopted_ns = 0
 
     @staticmethod
-    def check(dt_ns: int, n_action_steps: int, blend_steps: int, replan_lead_steps: int) -> None:
+    def check(dt_ns: int, n_action_steps: int, blend_steps: int, replan_lead_steps: int,
+              overrun_steps: int = 0) -> None:
         """Raise ValueError unless the values make a schedule."""
-        if dt_ns <= 0 or n_action_steps < 1 or blend_steps < 0 or replan_lead_steps < 0:
+        if dt_ns <= 0 or n_action_steps < 1 or blend_steps < 0 or replan_lead_steps < 0 \
+                or overrun_steps < 0:
             raise ValueError(
-                f"need dt_ns > 0, n_action_steps >= 1, blend_steps >= 0, replan_lead_steps >= 0;"
-                f" got {dt_ns}, {n_action_steps}, {blend_steps}, {replan_lead_steps}"
+                f"need dt_ns > 0, n_action_steps >= 1, blend_steps >= 0, replan_lead_steps >= 0,"
+                f" overrun_steps >= 0; got {dt_ns}, {n_action_steps}, {blend_steps}, "
+                f"{replan_lead_steps}, {overrun_steps}"
             )
 
-    def configure(self, n_action_steps: int, blend_steps: int, replan_lead_steps: int) -> None:
+    def configure(self, n_action_steps: int, blend_steps: int, replan_lead_steps: int,
+                  overrun_steps: int = 0) -> None:
         """Change the tunables (validated first)."""
-        self.check(self.dt_ns, n_action_steps, blend_steps, replan_lead_steps)
+        self.check(self.dt_ns, n_action_steps, blend_steps, replan_lead_steps, overrun_steps)
         self.n_action_steps = int(n_action_steps)
         self.blend_steps, self.replan_lead_steps = int(blend_steps), int(replan_lead_steps)
+        self.overrun_steps = int(overrun_steps)
 
     def clear(self) -> None:
         self.current = self._previous = None
@@ -86,13 +96,22 @@ class ChunkScheduler:
     def needs_chunk(self, now_ns: int) -> bool:
         return self.remaining(now_ns) <= self.replan_lead_steps
 
-    def command(self, now_ns: int) -> np.ndarray | None:
-        """The (A,) target for ``now``, or None when there is nothing left to execute."""
+    def overrunning(self, now_ns: int) -> bool:
+        """Whether ``now`` is past the current chunk's ``n_action_steps``."""
+        chunk = self.current
+        return chunk is not None and self.step_index(chunk, now_ns) >= self._executable(chunk)
+
+    def command(self, now_ns: int, overrun: bool = False) -> np.ndarray | None:
+        """The (A,) target for ``now``, or None when there is nothing left to execute; with
+        ``overrun`` (a next chunk is coming), up to ``overrun_steps`` steps past the horizon."""
         chunk = self.current
         if chunk is None:
             return None
         i = self.step_index(chunk, now_ns)
-        if i >= self._executable(chunk):
+        end = self._executable(chunk)
+        if overrun:
+            end = min(end + self.overrun_steps, chunk.actions.shape[0])
+        if i >= end:
             return None
         action = chunk.actions[i]
         old = self._previous

@@ -80,15 +80,25 @@ class EngineSettings:
     replan_lead_steps: int = 0  # 0: auto, from the measured inference latency
     blend_steps: int = 0
     max_abs_state: float = 1e4
+    # past n_action_steps while the next chunk is late (not while holding); -1: n_action_steps
+    overrun_steps: int = -1
 
     def __post_init__(self) -> None:
-        ChunkScheduler.check(1, self.n_action_steps, self.blend_steps, self.replan_lead_steps)
+        if self.overrun_steps < -1:
+            raise ValueError(f"overrun_steps must be >= -1 (-1: as many as n_action_steps), "
+                             f"got {self.overrun_steps}")
+        ChunkScheduler.check(1, self.n_action_steps, self.blend_steps, self.replan_lead_steps,
+                             self.overrun_steps_resolved)
         if self.max_age_ns <= 0 or self.max_skew_ns <= 0 or self.future_tolerance_ns < 0:
             raise ValueError(f"max_obs_age_s and max_obs_skew_s must be > 0 and "
                              f"future_tolerance_s >= 0, got {self.max_age_ns / 1e9}, "
                              f"{self.max_skew_ns / 1e9}, {self.future_tolerance_ns / 1e9}")
         if not np.isfinite(self.max_abs_state) or self.max_abs_state <= 0:
             raise ValueError(f"max_abs_state={self.max_abs_state} must be finite and > 0")
+
+    @property
+    def overrun_steps_resolved(self) -> int:
+        return self.n_action_steps if self.overrun_steps < 0 else self.overrun_steps
 
 
 Decode = Callable[[Snapshot], Decoded]
@@ -110,7 +120,8 @@ class ChunkEngine:
                                         settings.future_tolerance_ns)
         self.scheduler = ChunkScheduler(dt_ns, settings.n_action_steps,
                                         blend_steps=settings.blend_steps,
-                                        replan_lead_steps=self._lead(settings))
+                                        replan_lead_steps=self._lead(settings),
+                                        overrun_steps=settings.overrun_steps_resolved)
         self.gate = CommandGate(settings.limits)
         self.settings = settings
         self._measure, self._joints = measure, joints
@@ -126,6 +137,8 @@ class ChunkEngine:
         self._failed_key: tuple | None = None  # the inputs whose decode failed
         self._cameras = [n for n in inputs if n != joints]
         self.want_soon = False  # a chunk is due within about one camera frame
+        # a next chunk is coming: the last inference made one, none held or failed since
+        self._flowing = False
 
     # -- configuration (any thread) -------------------------------------------------------
 
@@ -136,7 +149,7 @@ class ChunkEngine:
             self.buffer.set_limits(settings.max_age_ns, settings.max_skew_ns,
                                    settings.future_tolerance_ns)
             self.scheduler.configure(settings.n_action_steps, settings.blend_steps,
-                                     self._lead(settings))
+                                     self._lead(settings), settings.overrun_steps_resolved)
             self.gate.limits = settings.limits
             self.settings = settings
 
@@ -152,6 +165,7 @@ class ChunkEngine:
         flight (activation, deactivation, a backwards clock jump)."""
         with self._lock:
             self._epoch += 1
+            self._flowing = False
             self.scheduler.clear()
             self.gate.forget()
             self._last_tick_ns = None
@@ -205,7 +219,7 @@ class ChunkEngine:
             return Tick(None, True, self._dry_run)
         with self._lock:
             self._last_tick_ns = now_ns
-            target = self.scheduler.command(now_ns)
+            target = self.scheduler.command(now_ns, overrun=self._flowing)
             want = self.scheduler.needs_chunk(now_ns)
             frame_steps = -(-self.buffer.interval_ns(self._cameras[0]) // self.scheduler.dt_ns) \
                 if self._cameras else 0
@@ -226,6 +240,8 @@ class ChunkEngine:
                 return Tick(None, want, self._dry_run)
             self.command_hold = None
             self.counters["commands"] += 1
+            if self.scheduler.overrunning(now_ns):
+                self.counters["overrun_ticks"] += 1
             if send is not None:
                 send(result, self._dry_run)
             return Tick(result, want, self._dry_run)
@@ -274,6 +290,7 @@ class ChunkEngine:
     # -- inference loop -------------------------------------------------------------------
 
     def _hold(self, hold: Hold) -> Hold:
+        self._flowing = False  # no chunk is coming: stop at n_action_steps
         self.counters[f"hold_{hold.kind}"] += 1
         self.last_hold = hold
         return hold
@@ -310,7 +327,11 @@ class ChunkEngine:
             return self._hold(hold)
         decoded = hold
         timer = timer or StageTimer()
-        actions = np.asarray(predict(decoded, timer), dtype=np.float64)
+        try:
+            actions = np.asarray(predict(decoded, timer), dtype=np.float64)
+        except BaseException:
+            self._flowing = False  # a failing model: no chunk is coming
+            raise
         if not finite(actions):
             return self._hold(Hold(HoldKind.NAN, "the policy produced NaN or inf actions"))
         with self._lock:
@@ -324,6 +345,7 @@ class ChunkEngine:
             done_ns, dry_run = now(), self._dry_run
             skipped = self.scheduler.push(ActionChunk(snap.stamp_ns, positions), done_ns)
             self.want_soon = False
+            self._flowing = skipped is not None
             result = None if skipped is None else ChunkResult(snap.stamp_ns, positions, skipped,
                                                               dry_run)
             if result is not None and publish is not None:

@@ -136,6 +136,13 @@ def test_parameter_validation(harness):
                                              Parameter("joint_upper_limits", value=upper)]
                                             ).successful
     assert np.array_equal(h.node.engine.gate.limits.upper, upper)
+    # overrun_steps: -1 = n_action_steps (resolved in the scheduler), changeable at run time
+    steps = h.node.engine.scheduler.n_action_steps
+    assert h.node.engine.scheduler.overrun_steps == steps
+    result = h.node.set_parameters([Parameter("overrun_steps", value=-2)])[0]
+    assert not result.successful and "overrun_steps" in result.reason
+    assert h.node.set_parameters([Parameter("overrun_steps", value=0)])[0].successful
+    assert h.node.engine.scheduler.overrun_steps == 0
 
 
 def test_bad_configuration_fails_configure_and_reports(harness, topic_map_file):

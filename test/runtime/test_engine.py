@@ -51,7 +51,7 @@ def _observe(eng, stamp, joints):
 
 
 def test_infer_schedules_a_chunk_and_tick_executes_it():
-    eng = _engine()
+    eng = _engine(overrun_steps=0)  # stop at n_action_steps (overrun: the tests below)
     _observe(eng, 1000 * MS, [0.0, 10.0])
     result = eng.infer(lambda: 1025 * MS, _decode, _predict)  # 25 ms of inference latency
     assert isinstance(result, ChunkResult) and result.skipped == 2
@@ -70,6 +70,71 @@ def test_infer_schedules_a_chunk_and_tick_executes_it():
     calls = []
     hold = eng.infer(lambda: 1046 * MS, _decode, lambda d, t: calls.append(1))
     assert isinstance(hold, Hold) and hold.kind == "waiting" and calls == []
+
+
+def _flowing_engine(**kwargs):
+    """A chunk (H = 6 steps, n_action_steps 4) adopted at 1025 ms from the 1000 ms
+    observation: steps 2 and 3 are its last regular ones, at 1025 and 1035 ms."""
+    eng = _engine(**kwargs)
+    _observe(eng, 1000 * MS, [0.0, 10.0])
+    assert isinstance(eng.infer(lambda: 1025 * MS, _decode, _predict), ChunkResult)
+    for now in (1025, 1035):
+        assert eng.tick(now * MS).command is not None
+    return eng
+
+
+def test_a_late_next_chunk_lets_the_current_one_run_on():
+    eng = _flowing_engine()  # overrun_steps -1: as many as n_action_steps, within the chunk
+    assert eng.scheduler.overrun_steps == 4
+    tick = eng.tick(1045 * MS)  # past n_action_steps, the next chunk not there yet
+    assert np.array_equal(tick.command, [4.0, 14.0]) and tick.want_chunk
+    assert np.array_equal(eng.tick(1055 * MS).command, [5.0, 15.0])
+    assert eng.tick(1065 * MS).command is None  # never past the chunk's end
+    status = eng.status()
+    assert status["overrun_ticks"] == 2 and status["starved_ticks"] == 1
+    # a bounded overrun
+    eng = _flowing_engine(overrun_steps=1)
+    assert np.array_equal(eng.tick(1045 * MS).command, [4.0, 14.0])
+    assert eng.tick(1055 * MS).command is None
+
+
+def test_no_overrun_while_holding_or_after_a_failure():
+    eng = _flowing_engine()
+    _observe(eng, 1040 * MS, [float("nan"), 10.0])  # the next observation cannot be used
+    assert eng.infer(lambda: 1041 * MS, _decode, _predict).kind == "nan"
+    assert eng.tick(1045 * MS).command is None  # stop at n_action_steps, as without overrun
+    eng = _flowing_engine()
+    _observe(eng, 1040 * MS, [1.0, 10.0])
+
+    def broken(decoded, timer):
+        raise RuntimeError("CUDA error")
+
+    with pytest.raises(RuntimeError):
+        eng.infer(lambda: 1041 * MS, _decode, broken)
+    assert eng.tick(1045 * MS).command is None
+    # a chunk flowing again lifts it
+    assert isinstance(eng.infer(lambda: 1046 * MS, _decode, _predict), ChunkResult)
+    eng.tick(1046 * MS)
+    assert eng.status().get("overrun_ticks", 0) == 0
+
+
+def test_a_chunk_adopted_past_its_horizon_is_still_executed():
+    eng = _engine()
+    _observe(eng, 1000 * MS, [0.0, 10.0])
+    result = eng.infer(lambda: 1045 * MS, _decode, _predict)  # 45 ms: 4 steps already past
+    assert result.skipped == 4
+    assert np.array_equal(eng.tick(1045 * MS).command, [4.0, 14.0])
+    eng = _engine(overrun_steps=0)
+    _observe(eng, 1000 * MS, [0.0, 10.0])
+    eng.infer(lambda: 1045 * MS, _decode, _predict)
+    assert eng.tick(1045 * MS).command is None
+
+
+def test_overrun_steps_is_validated():
+    with pytest.raises(ValueError, match="overrun_steps"):
+        settings(overrun_steps=-2)
+    assert settings(overrun_steps=-1).overrun_steps_resolved == 4
+    assert settings(overrun_steps=7).overrun_steps_resolved == 7
 
 
 def test_holds_name_the_problem_and_count():

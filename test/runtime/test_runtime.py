@@ -74,6 +74,19 @@ def test_scheduler_skips_past_steps_and_stops_after_n_action_steps():
     assert sched.command(200 * MS) is None  # n_action_steps executed: hold
 
 
+def test_scheduler_overrun_runs_on_within_the_chunk_only_when_asked():
+    sched = ChunkScheduler(dt_ns=10 * MS, n_action_steps=4, overrun_steps=3)
+    sched.push(_chunk(100, h=6), now_ns=100 * MS)
+    assert not sched.overrunning(130 * MS) and sched.overrunning(140 * MS)
+    assert sched.command(140 * MS) is None  # not asked: stop at n_action_steps
+    assert np.array_equal(sched.command(140 * MS, overrun=True), [4.0, 4.0])
+    assert np.array_equal(sched.command(150 * MS, overrun=True), [5.0, 5.0])
+    assert sched.command(160 * MS, overrun=True) is None  # the chunk has 6 steps
+    assert sched.remaining(140 * MS) == 0 and sched.needs_chunk(140 * MS)
+    with pytest.raises(ValueError, match="overrun_steps"):
+        ChunkScheduler(dt_ns=10 * MS, n_action_steps=4, overrun_steps=-1)
+
+
 def test_scheduler_drops_late_results_and_blends_new_chunks():
     sched = ChunkScheduler(dt_ns=10 * MS, n_action_steps=8, blend_steps=2)
     sched.push(_chunk(100), now_ns=100 * MS)

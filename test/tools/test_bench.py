@@ -138,7 +138,7 @@ def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
     out = subprocess.run([sys.executable, "-m", "snapflow_ros", "bench", "--node", "--quick",
                           "--seconds", "3", "--warmup-seconds", "1", "--idle-seconds", "1",
                           "--load", "1", "--standalone-reps", "5",
-                          "--replan-lead-steps", "2"],
+                          "--replan-lead-steps", "2", "--overrun-steps", "3"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)  # stdout holds exactly one JSON object
@@ -154,6 +154,8 @@ def test_bench_node_quick_measures_window_child_cpu_standalone_and_load():
     # a fixed replan lead reaches the node (its /diagnostics report the lead in use)
     assert cfg["replan_lead_steps"] == 2
     assert float(run["node_state_at_end"]["replan_lead_steps"]) == 2
+    assert cfg["overrun_steps"] == 3 and float(run["node_state_at_end"]["overrun_steps"]) == 3
+    assert "overrun" in out.stderr
 
     # raw samples from the measured window only (warm-up chunks are not in it)
     assert run["chunks_received"] > 0 and run["commands_received"] > 0
@@ -223,6 +225,9 @@ def test_bench_node_runs_and_camera_sizes():
         cfg("--node", "--camera-size", "640")
     with pytest.raises(ValueError, match="--replan-lead-steps must be >= 0"):
         configs_from_args(cfg("--node", "--replan-lead-steps", "-1"))
+    assert all(c.overrun_steps == -1 for c in one + matrix)  # -1: the node's default
+    with pytest.raises(ValueError, match="--overrun-steps must be >= -1"):
+        configs_from_args(cfg("--node", "--overrun-steps", "-2"))
 
 
 def test_fastdds_large_image_profile_is_packaged():
