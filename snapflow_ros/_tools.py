@@ -2,8 +2,9 @@
 
 One table serves ``setup.py`` (console scripts), ``ros2 run snapflow_ros <name>`` and ``python -m
 snapflow_ros <name>``. It imports nothing, so ``setup.py`` can read it before the package's
-dependencies are installed. The ROS executables (nodes and ``sim_demos``) start through
-``nodes/entry.py`` / ``apps/entry.py``, which install their SIGINT/SIGTERM handling first.
+dependencies are installed. The ROS executables (nodes, and ``sim_demos``, ``demo``, ``bench``
+which start nodes) go through ``nodes/entry.py`` / ``apps/entry.py``, which install their
+SIGINT/SIGTERM handling first.
 
 Names: ``ros2 run`` and ``python -m`` use the table's names (``distill``, ``eval``). On a user's
 PATH (pip puts console scripts in ``<venv>/bin``) they are prefixed, ``path_name``:
@@ -12,8 +13,8 @@ everyone: it is a shell builtin).
 """
 
 TOOLS: dict[str, str] = {
-    "bench": "snapflow_ros.apps.bench:main",
-    "demo": "snapflow_ros.apps.demo:main",
+    "bench": "snapflow_ros.apps.entry:bench",
+    "demo": "snapflow_ros.apps.entry:demo",
     "demo_synthetic": "snapflow_ros.apps.demo_synthetic:main",
     "mujoco_bridge": "snapflow_ros.nodes.entry:mujoco_bridge",
     "sim_demos": "snapflow_ros.apps.entry:sim_demos",

@@ -1,5 +1,6 @@
 """``python -m snapflow_ros bench``: the JSON report it prints (structure, not speed)."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -248,3 +249,51 @@ def test_fastdds_large_image_profile_is_packaged():
     assert participant.find(".//d:useBuiltinTransports", ns).text == "true"
     setup = (SOURCE_ROOT / "setup.py").read_text()
     assert 'glob("config/*.xml")' in setup  # installed with the package
+
+
+@pytest.mark.slow  # ~15 s
+def test_bench_node_sigterm_stops_the_node_it_started():
+    """SIGTERM (``timeout``, systemd, a CI runner) unwinds ``bench --node`` like Ctrl-C: the
+    policy node and its inference process end with it, exit 128 + 15 (Python's default SIGTERM
+    left the node running)."""
+    import os
+    import signal
+    import time
+
+    from snapflow_ros.apps.node_bench import process_tree
+
+    started: list[int] = []
+    proc = subprocess.Popen([sys.executable, "-m", "snapflow_ros", "bench", "--node", "--quick",
+                             "--seconds", "60", "--warmup-seconds", "1", "--idle-seconds", "1",
+                             "--standalone-reps", "5"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(started) < 2:  # the node and its model
+            time.sleep(0.5)
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            started = process_tree(proc.pid)[1:]
+        assert len(started) >= 2, "bench --node started no node within 120 s"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+        time.sleep(0.5)
+        left = [pid for pid in started if _running(pid)]
+        assert left == [], f"still running after bench stopped: {left}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for pid in started:  # whatever a failure left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except FileNotFoundError:
+        return False
