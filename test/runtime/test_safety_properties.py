@@ -51,10 +51,11 @@ def _decode(snap):
     return Decoded({"cam": np.zeros((1, 1, 3), np.uint8)}, js.values, js.values)
 
 
-def _settings(lower, upper, step, n_action_steps=4, blend=0):
+def _settings(lower, upper, step, n_action_steps=4, blend=0, overrun=-1):
     return EngineSettings(limits=SafetyLimits(A, lower, upper, step), max_age_ns=MAX_AGE,
                           max_skew_ns=MAX_AGE, future_tolerance_ns=FUTURE_TOL,
-                          n_action_steps=n_action_steps, replan_lead_steps=1, blend_steps=blend)
+                          n_action_steps=n_action_steps, replan_lead_steps=1, blend_steps=blend,
+                          overrun_steps=overrun)
 
 
 finite = st.floats(-3.0, 3.0, allow_nan=False)
@@ -90,7 +91,8 @@ ops = st.one_of(
     st.tuples(st.just("observe"), st.sampled_from(SENSOR_MODES)),
     st.tuples(st.just("policy"), st.sampled_from(["sane", "huge", "nan", "inf"]),
               st.sampled_from([None, None, "reset", "dry_on", "dry_off", "params", "move"])),
-    st.tuples(st.just("params"), limits(), st.integers(1, 6), st.integers(0, 3)),
+    st.tuples(st.just("params"), limits(), st.integers(1, 6), st.integers(0, 3),
+              st.sampled_from([-1, 0, 2, 8])),  # overrun_steps
     st.tuples(st.just("lifecycle"), st.sampled_from(["activate", "deactivate"])),
     st.tuples(st.just("dry_run"), st.booleans()),
     st.tuples(st.just("clock_back"), st.integers(1, 5000)),
@@ -141,11 +143,11 @@ def _observe(w: World, kind: str) -> None:
         w.reports.append((stamp, values))
 
 
-def _params(w: World, spec, n_action_steps: int, blend: int) -> None:
+def _params(w: World, spec, n_action_steps: int, blend: int, overrun: int = -1) -> None:
     lower, upper, step = spec
     before = w.engine.settings
     try:
-        new = _settings(lower, upper, step, n_action_steps, blend)
+        new = _settings(lower, upper, step, n_action_steps, blend, overrun)
     except ValueError:
         assert w.engine.settings is before  # refused: nothing changed
         return
@@ -245,7 +247,7 @@ def _run(seq, seed: int, initial=([-1.0] * A, [1.0] * A, 0.05)) -> World:
         elif kind == "policy":
             w.policy = (op[1], op[2])
         elif kind == "params":
-            _params(w, op[1], op[2], op[3])
+            _params(w, op[1], op[2], op[3], op[4])
         elif kind == "lifecycle":
             w.active = op[1] == "activate"
             eng.reset(clear_inputs=not w.active)
