@@ -18,14 +18,18 @@ the same way (its sync report then covers the old bags and the new).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,8 +247,40 @@ class Interrupted(KeyboardInterrupt):
     SIGINT even when it was handled)."""
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGINT/SIGTERM/SIGHUP raise ``Interrupted`` in the main thread while inside.
+
+    A signal whose exception lands where Python ignores exceptions (importlib's module-lock
+    weakref callback during an import, a ``__del__``: "Exception ignored in ...") would be
+    spent and the conversion would go on to the end (seen in a test run: exit 0 after
+    SIGTERM); ``sys.unraisablehook`` catches it and delivers the signal again, from a helper
+    thread, so the new ``Interrupted`` is raised in the main thread's own code.
+    """
+    previous_hook = sys.unraisablehook
+
+    def redeliver(args: Any) -> None:
+        name = str(args.exc_value)
+        if isinstance(args.exc_value, Interrupted) and name in signal.Signals.__members__:
+            threading.Timer(0.005, os.kill, (os.getpid(), signal.Signals[name])).start()
+            return
+        previous_hook(args)
+
+    previous = {s: signal.signal(s, _interrupt) for s in INTERRUPTS}
+    sys.unraisablehook = redeliver
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 USAGE = ("usage: bag_to_lerobot BAG [BAG ...] -o ROOT [--topic-map map.yaml] [-j N] "
@@ -267,13 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bag_to_lerobot: error: give the bags to convert and --output ROOT\n{USAGE}",  # noqa: T201
               file=sys.stderr)
         return 2
-    previous = {s: signal.signal(s, _interrupt)
-                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        cfg = args.with_topic_map()
-        start = time.perf_counter()
-        report = convert(cfg)
-        log.info("conversion took %.2f s", time.perf_counter() - start)
+        with interrupts_raise():
+            cfg = args.with_topic_map()
+            start = time.perf_counter()
+            report = convert(cfg)
+            log.info("conversion took %.2f s", time.perf_counter() - start)
     except (BagError, ConversionError, DatasetExistsError, DatasetCheckError, TopicMapError,
             ValueError) as err:
         log.error("%s", err)
@@ -286,9 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("interrupted (%s): nothing was written at %s%s", name, args.output,
                   " (the dataset there is as it was)" if args.overwrite or args.append else "")
         return 128 + int(getattr(signal, name, signal.SIGINT))
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     print(format_summary(report), end="")  # noqa: T201 (the CLI's final output)
     return 0
 

@@ -162,3 +162,41 @@ def test_unwritable_output_is_one_line(tmp_path, topic_map_file, capsys):
         assert str(target.parent) in errors[0]
         if target.parent == Path("/sys"):
             assert "choose an --output in a folder you can write to" in errors[0]
+
+
+_SWALLOWED = """
+import os, signal, sys, threading, time, weakref
+from snapflow_ros.data.bag_to_lerobot import Interrupted, interrupts_raise
+
+
+class Thing:
+    pass
+
+
+def on_death(_ref):  # like importlib's module-lock cleanup: exceptions here are ignored
+    threading.Timer(0.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        pass  # the signal's Interrupted is raised in here, and swallowed
+
+
+with interrupts_raise():
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, on_death)
+        del thing
+        time.sleep(5.0)
+        print("went on")
+    except Interrupted as err:
+        print("stopped", err)
+"""
+
+
+def test_an_interrupt_swallowed_by_python_is_delivered_again():
+    """Seen in a test run: a SIGTERM whose ``Interrupted`` landed in importlib's module-lock
+    weakref callback ("Exception ignored in ...") was spent, and the conversion went on to exit
+    0. The converter's handlers deliver such a signal again."""
+    proc = subprocess.run([sys.executable, "-c", _SWALLOWED], env=_env(), capture_output=True,
+                          text=True, timeout=30)
+    assert proc.stdout.strip() == "stopped SIGTERM", proc.stdout + proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
