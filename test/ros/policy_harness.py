@@ -183,6 +183,10 @@ class Harness:
         return mention()
 
     def close(self):
+        """Idempotent: a test may close its harness early, the fixture closes it again."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         # stop spinning and wait for the spin thread first: nothing may run callbacks (clock
         # jumps, subscriptions) while the node's threads, clock callbacks and handles go away
         self.executor.shutdown(timeout_sec=5.0)

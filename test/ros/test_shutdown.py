@@ -399,7 +399,8 @@ def test_a_stop_that_lands_during_a_publish_drops_the_command_without_an_error(h
     """A stop shuts the context down from another thread (the signal handler's); a command the
     control thread is publishing at that moment is dropped, not raised (it once killed the
     control thread with "publisher's context is invalid" in a fresh-clone run). Several tries:
-    the stop must land inside the publish, which takes a good part of each loop."""
+    the stop must land inside the publish, which takes a good part of each loop. Each try's
+    node is destroyed before the next is made."""
     from policy_harness import JOINTS
     from sensor_msgs.msg import JointState
 
@@ -425,3 +426,7 @@ def test_a_stop_that_lands_during_a_publish_drops_the_command_without_an_error(h
         h.ctx.try_shutdown()
         thread.join(5.0)
         assert not thread.is_alive() and not errors, errors
+        # destroyed before the next one is made: nodes left alive in this process while new
+        # endpoints are created are what Fast DDS deadlocks on (eProsima/Fast-DDS#6502; a
+        # fresh-clone run hung 600 s creating the fifth harness here, four still alive)
+        h.close()
