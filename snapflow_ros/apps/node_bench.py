@@ -145,7 +145,8 @@ class NodeBenchConfig:
 
 
 def configs_from_args(args: Any) -> list[NodeBenchConfig]:
-    """The runs ``bench --node`` asked for (``--matrix``, ``--sizes``/``--loads`` or one)."""
+    """The runs ``bench --node`` asked for (``--matrix``, ``--sizes``/``--loads`` or one);
+    ``args``: a ``BenchConfig``."""
     sizes = list(MATRIX_SIZES) if args.matrix else (args.sizes or [args.camera_size])
     loads = list(MATRIX_LOADS) if args.matrix else (args.loads or [args.load])
     device = "cpu" if args.device == "auto" else args.device
@@ -153,11 +154,10 @@ def configs_from_args(args: Any) -> list[NodeBenchConfig]:
         policy=args.policy, seconds=args.seconds, warmup_s=args.warmup_seconds,
         idle_s=args.idle_seconds, rate_hz=args.rate, camera_size=size, load=load,
         cpu_threads=args.cpu_threads, n_action_steps=args.n_action_steps,
-        replan_lead_steps=getattr(args, "replan_lead_steps", 0),
-        overrun_steps=getattr(args, "overrun_steps", -1),
-        inference_cpus=tuple(getattr(args, "inference_cpus", ()) or ()),
-        standalone_reps=args.standalone_reps, device=device,
-        engine=getattr(args, "engine", "auto"), quick=args.quick)
+        replan_lead_steps=args.replan_lead_steps, overrun_steps=args.overrun_steps,
+        inference_cpus=tuple(args.inference_cpus or ()),
+        standalone_reps=args.standalone_reps, device=device, engine=args.engine,
+        quick=args.quick)
         for size in sizes for load in loads]
     for config in configs:
         config.check()

@@ -89,13 +89,16 @@ def _same_video_frame(a, b, i, key):
     show another image."""
     near = range(max(0, i - 2), min(len(b), i + 3))
     mine = a[i][key]
-    report = {j: (round(_mean_levels(mine, b[j][key]), 2),
-                  round((mine - b[j][key]).abs().max().item() * 255, 1)) for j in near}
+
+    def report():  # for a failure: mean/max levels from b's frames near i
+        return {j: (round(_mean_levels(mine, b[j][key]), 2),
+                    round((mine - b[j][key]).abs().max().item() * 255, 1)) for j in near}
+
     same = _mean_levels(mine, b[i][key])
-    assert same <= VIDEO_NOISE, (i, key, "mean/max levels from b's frames:", report)
+    assert same <= VIDEO_NOISE, (i, key, report())
     for j in near:
         if j != i and _mean_levels(mine, a[j][key]) > VIDEO_NOISE:  # another image
-            assert same < _mean_levels(mine, b[j][key]), (i, key, "closer to frame", j, report)
+            assert same < _mean_levels(mine, b[j][key]), (i, key, "closer to frame", j, report())
 
 
 @pytest.mark.parametrize("video", [False, True])
