@@ -88,9 +88,10 @@ class RecorderNode(Node):
                   for t, ty, q in recorded_topics(self.topic_map)]
         self.recorder = BagRecorder(self.params.output_dir, [(t, ty) for t, ty, _ in wanted],
                                     storage=self.params.storage)
-        for topic, msgtype, qos in wanted:
-            self.create_subscription(_message_class(msgtype), topic, self._writer_for(topic),
-                                     qos, raw=True)
+        self._data_subs = [
+            (topic, self.create_subscription(_message_class(msgtype), topic,
+                                             self._writer_for(topic), qos, raw=True))
+            for topic, msgtype, qos in wanted]
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/stop_episode", self._on_stop)
         if self.params.episode_topic:
@@ -112,9 +113,26 @@ class RecorderNode(Node):
         return name
 
     def stop_episode(self) -> str:
+        if self.recorder.recording:
+            self._drain()
         path = self.recorder.stop_episode()
         self.get_logger().info(f"episode saved: {path}")
         return str(path)
+
+    def _drain(self) -> None:
+        """Write what the subscriptions already hold before an episode stops.
+
+        The executor takes one message per subscription per turn, so a stop (a marker on its
+        own topic, a service call) overtakes the messages queued before it whenever the
+        recorder lags: a bridge episode's last 0.4 s were lost under load. rclpy has no public
+        take; this is its executor's own call (``handle.take_message``), and a message taken
+        here is simply absent when the executor's turn for that subscription comes.
+        """
+        for topic, sub in self._data_subs:
+            write = self._writer_for(topic)
+            with sub.handle:
+                while (taken := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
+                    write(taken[0])
 
     def _on_start(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         return self._answer(self.start_episode, res)

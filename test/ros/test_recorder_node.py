@@ -216,3 +216,26 @@ def test_autostart_keeps_the_episode_at_shutdown(tmp_path, topic_map_file):
     with BagFile(bag) as bf:
         assert bf.custom_data == {"task": "map text"}  # the map's text when none is set
         assert bf.message_count([f"{h.ns}/cam/front"]) == 2
+
+
+def test_a_stop_keeps_the_messages_queued_before_it(tmp_path, topic_map_file):
+    """The executor takes one message per subscription per turn, so a stop marker overtakes a
+    backlog (a bridge burst while the recorder lags): the episode still gets all of it."""
+    h = Harness(tmp_path, topic_map_file, episode_topic="episode")
+    try:
+        h.spin_until(lambda: h.marker.get_subscription_count() > 0)
+        h.marker.publish(Bool(data=True))
+        h.spin_until(lambda: h.node.recorder.recording)
+        for k in range(40):  # a backlog: published without the recorder's turn in between
+            js = JointState(name=JOINTS, position=[float(k)] * 3)
+            fill_stamp(js.header.stamp, T0 + k * 10 * MS)
+            h.joints.publish(js)
+            h.cmd.publish(JointState(name=JOINTS, position=[float(k)] * 3))
+        h.marker.publish(Bool(data=False))
+        h.spin_until(lambda: not h.node.recorder.recording)
+    finally:
+        h.close()
+    (bag,) = find_bags([tmp_path / "bags"])
+    with BagFile(bag) as bf:
+        assert bf.message_count([f"{h.ns}/joint_states"]) == 40
+        assert bf.message_count([f"{h.ns}/cmd"]) == 40
