@@ -224,8 +224,21 @@ class ProcessRunner:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def busy(self) -> bool:
+        """A request is in flight (``predict_chunk`` waits for its chunk)."""
+        return self._lock.locked()
+
+    @property
+    def exit_code(self) -> int | None:
+        """The worker's exit code (negative: killed by that signal); None while it runs."""
+        return self._proc.poll()
+
     def close(self, timeout_s: float = 0.1) -> None:
-        """Stop the worker (politely, then SIGKILL after ``timeout_s``); idempotent."""
+        """Stop the worker (politely, then SIGKILL after ``timeout_s``; at once while it computes
+        a chunk, which it would finish first); idempotent."""
+        if self.busy:  # its caller gets WorkerError
+            self._proc.kill()
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(("stop",))
         try:

@@ -19,6 +19,8 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from snapflow_ros.process_exit import exit_now
+
 log = logging.getLogger("snapflow_ros.inference_worker")
 
 
@@ -108,4 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    exit_now(code)  # nothing left to save, and the node's stop waits for this exit
+    sys.exit(code)

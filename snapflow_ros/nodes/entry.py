@@ -15,15 +15,21 @@ import signal
 import sys
 
 from snapflow_ros.nodes import shutdown
+from snapflow_ros.process_exit import exit_now
 
 
 def run_main(module: str, node: bool = True) -> int:
     """``module.main()``. Stopped by a signal (before the node was up, or an exception that the
     stop itself caused: rclpy's "context is not valid" races, an import cut short): 0 for a node
-    (stopping is its normal end), 128 + the signal number for a batch tool (work unfinished)."""
+    (stopping is its normal end), 128 + the signal number for a batch tool (work unfinished).
+
+    A node whose ``main`` returned, or that a signal stopped, then exits at once without Python's
+    finalisation (``process_exit.exit_now``: half of its stop time); a real error keeps Python's
+    report and exit, and a batch tool returns its code.
+    """
     shutdown.install()
     try:
-        return int(importlib.import_module(module).main() or 0)
+        code = int(importlib.import_module(module).main() or 0)
     except (KeyboardInterrupt, Exception) as err:
         sig = shutdown.received()
         if sig is None:
@@ -31,11 +37,14 @@ def run_main(module: str, node: bool = True) -> int:
         if not _caused_by_the_stop(err):
             print(f"{module.rsplit('.', 1)[-1]}: stopped by {signal.Signals(sig).name}; "  # noqa: T201
                   f"while stopping: {type(err).__name__}: {err}", file=sys.stderr)
-        return 0 if node else 128 + sig
+        code = 0 if node else 128 + sig
     finally:
         if shutdown.received() is not None:
             shutdown.forget_interrupt()  # a KeyboardInterrupt caught above or in main
         shutdown.finish()
+    if node:
+        exit_now(code)
+    return code
 
 
 def _caused_by_the_stop(err: BaseException) -> bool:

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,32 @@ def test_the_worker_uses_the_requested_threads_and_dies_with_the_node():
 def test_slots_are_aligned_and_disjoint():
     offsets, total = slot_layout({"a": (3, 5), "b": (64, 64)})
     assert offsets == {"a": 0, "b": 64} and total == 64 + 64 * 64 * 3
+
+
+def test_close_stops_an_idle_worker_politely_and_a_busy_one_at_once():
+    """An idle worker reads "stop" and exits 0; one computing a chunk is killed at once instead
+    of finishing it (a node's stop waited for that chunk)."""
+    runner = ProcessRunner("smolvla-tiny", SHAPES, device="cpu", cpu_threads=1, warmup_iters=0)
+    runner.close(timeout_s=30.0)
+    assert runner.exit_code == 0
+
+    runner = ProcessRunner("smolvla-tiny", SHAPES, device="cpu", cpu_threads=1, warmup_iters=0)
+    runner.set_num_steps(500)  # a chunk of seconds: the 60 s below would see it end
+    errors: list[BaseException] = []
+
+    def predict():
+        try:
+            runner.predict_chunk(*_obs(0), "reach")
+        except BaseException as err:  # handed to the test
+            errors.append(err)
+
+    thread = threading.Thread(target=predict)
+    thread.start()
+    try:
+        wait_until(lambda: runner.busy, 10.0, "the request to be sent")
+        runner.close(timeout_s=60.0)
+        assert runner.exit_code == -signal.SIGKILL
+    finally:
+        runner.close()
+        thread.join(10.0)
+    assert len(errors) == 1 and isinstance(errors[0], WorkerError), errors
