@@ -6,7 +6,9 @@ has returned, its teardown has released what it holds (bag closed, GL context re
 inference worker stopped), and Python's finalisation only tears down modules and objects: that
 was half of the policy node's stop (0.2 s of 0.4 s measured quiet, more under load), and the
 inference worker's torch took 0.1 s of the node's wait for it. ``exit_now`` flushes what Python
-buffers (``logging``, stdout, stderr) and ends the process with ``os._exit``.
+buffers (``logging``, stdout, stderr) and what C stdio buffers (rcutils' log lines on stdout
+under ``RCUTILS_LOGGING_USE_STDOUT=1`` are block-buffered into launch's pipe), then ends the
+process with ``os._exit``.
 
 It declines (returns) while another non-daemon thread is alive: Python would wait for it at
 exit, and it may still be writing something; the caller then returns normally.
@@ -15,6 +17,7 @@ exit, and it may still be writing something; the caller then returns normally.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -31,4 +34,6 @@ def exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # closed, or a pipe whose reader is gone
             stream.flush()
+    with contextlib.suppress(Exception):  # no C library to ask (not POSIX)
+        ctypes.CDLL(None).fflush(None)  # every C stdio output stream
     os._exit(code)
