@@ -25,8 +25,8 @@ import threading
 
 
 def exit_now(code: int) -> None:
-    """Flush logging, stdout and stderr, then ``os._exit(code)``; returns (does nothing) while a
-    non-daemon thread other than the caller's is alive."""
+    """Flush logging, Python's stdout and stderr and C stdio, then ``os._exit(code)``; returns
+    (does nothing) while a non-daemon thread other than the caller's is alive."""
     me = threading.current_thread()
     if any(t is not me and t.is_alive() and not t.daemon for t in threading.enumerate()):
         return

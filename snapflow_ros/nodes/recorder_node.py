@@ -88,10 +88,9 @@ class RecorderNode(Node):
                   for t, ty, q in recorded_topics(self.topic_map)]
         self.recorder = BagRecorder(self.params.output_dir, [(t, ty) for t, ty, _ in wanted],
                                     storage=self.params.storage)
-        self._data_subs = [
-            (topic, self.create_subscription(_message_class(msgtype), topic,
-                                             self._writer_for(topic), qos, raw=True))
-            for topic, msgtype, qos in wanted]
+        self._data_subs = [self.create_subscription(_message_class(msgtype), topic,
+                                                    self._writer_for(topic), qos, raw=True)
+                           for topic, msgtype, qos in wanted]
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/stop_episode", self._on_stop)
         if self.params.episode_topic:
@@ -128,11 +127,10 @@ class RecorderNode(Node):
         take; this is its executor's own call (``handle.take_message``), and a message taken
         here is simply absent when the executor's turn for that subscription comes.
         """
-        for topic, sub in self._data_subs:
-            write = self._writer_for(topic)
+        for sub in self._data_subs:
             with sub.handle:
                 while (taken := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
-                    write(taken[0])
+                    sub.callback(taken[0])  # the topic's writer
 
     def _on_start(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         return self._answer(self.start_episode, res)
